@@ -1,0 +1,70 @@
+"""Root of the ``metalab`` command.
+
+Start-up stays fast: subcommand groups are imported only when invoked, and torch only
+inside command bodies. A :class:`~metalab.core.errors.MetalabError` anywhere becomes one
+``Error: ...`` line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from metalab import __version__
+from metalab.core.errors import MetalabError
+
+__all__ = ["cli", "main"]
+
+# name -> "module:attribute" of a click command, imported on first use.
+_SUBCOMMANDS = {
+    "info": ("metalab.cli.info:info", "Versions, device, threads and where runs go."),
+    "repro": ("metalab.cli.claims:repro", "Reproduce papers' experiments and check their claims."),
+    "theory": ("metalab.cli.claims:theory", "Run the theory checks (measured vs predicted)."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported when used, and whose errors are one line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *_SUBCOMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _SUBCOMMANDS:
+            module_name, _, attr = _SUBCOMMANDS[cmd_name][0].partition(":")
+            command = getattr(importlib.import_module(module_name), attr)
+            return command  # type: ignore[no-any-return]
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_text) for name, (_, help_text) in sorted(_SUBCOMMANDS.items())]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MetalabError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="metalab")
+def cli() -> None:
+    """metalab: learned optimizers (ES/PES), NTK averaged SGD, CQD on knowledge graphs,
+    Net2Net and DARTS-PT, reproducible with one command each.
+
+    \b
+    Start with:
+      metalab repro list            the experiments and the claims they check
+      metalab repro all --quick     run them all on a CPU and print the claims table
+      metalab theory list           the theory checks
+    """
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="metalab")

@@ -1,0 +1,179 @@
+"""Run folders: ``<root>/<experiment>/<timestamp>-<id>/``.
+
+A run folder holds ``config.json`` (fully resolved), ``env.json`` (versions, device, git
+commit), ``metrics.jsonl`` (appended and flushed as it goes), ``summary.json`` (final
+numbers and checks), ``figures/`` and ``checkpoints/``. A run resumes from its folder:
+finished stages and the latest checkpoint are reused, and metric lines written after the
+last committed point are dropped so the log never holds work twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from metalab.core.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+from metalab.core.errors import MetalabError
+
+__all__ = ["RUNS_ENV", "Run", "resolve_runs_root"]
+
+RUNS_ENV = "METALAB_RUNS"
+_PROGRESS_FILE = "progress.json"
+T = TypeVar("T")
+
+
+def resolve_runs_root(out: str | os.PathLike[str] | None = None) -> Path:
+    """Where runs go: ``out`` if given, else ``$METALAB_RUNS``, else ``./runs``."""
+    if out is not None:
+        return Path(out)
+    return Path(os.environ.get(RUNS_ENV) or "runs")
+
+
+class Run:
+    """One run's folder, its metric log, checkpoints and resumable stages."""
+
+    def __init__(self, directory: Path, config: dict[str, Any], *, resumed: bool) -> None:
+        self.dir = directory
+        self.config = config
+        self.resumed = resumed
+        self.figures_dir = directory / "figures"
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        self._metrics_path = directory / "metrics.jsonl"
+        self._metrics = self._metrics_path.open("a", encoding="utf-8")
+
+    # ----------------------------------------------------------------- creation
+    @classmethod
+    def create(
+        cls,
+        experiment: str,
+        config: Mapping[str, Any],
+        *,
+        root: str | os.PathLike[str] | None = None,
+        env: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """Make a new run folder under ``root/experiment`` and write its config and env."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        directory = resolve_runs_root(root) / experiment / f"{stamp}-{secrets.token_hex(3)}"
+        directory.mkdir(parents=True, exist_ok=False)
+        atomic_write_json(directory / "config.json", dict(config))
+        if env is not None:
+            atomic_write_json(directory / "env.json", dict(env))
+        return cls(directory, dict(config), resumed=False)
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str]) -> Run:
+        """Reopen an interrupted run to resume it; uncommitted metric lines are dropped."""
+        path = Path(directory)
+        config_path = path / "config.json"
+        if not config_path.is_file():
+            raise MetalabError(f"{os.fspath(path)!r} is not a run folder (no config.json)")
+        try:
+            config = json.loads(config_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise MetalabError(f"{os.fspath(config_path)!r} is not valid JSON: {exc}") from None
+        _truncate_lines(path / "metrics.jsonl", _read_progress(path).get("committed_lines", 0))
+        return cls(path, config, resumed=True)
+
+    # ----------------------------------------------------------------- metrics
+    def log(self, step: int | None = None, **metrics: Any) -> None:
+        """Append one JSON line of metrics (with ``step`` and wall time) and flush it."""
+        record: dict[str, Any] = {"time": round(time.time(), 3)}
+        if step is not None:
+            record["step"] = int(step)
+        record.update({key: _plain(value) for key, value in metrics.items()})
+        self._metrics.write(json.dumps(record) + "\n")
+        self._metrics.flush()
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """All metric records logged so far (including those of earlier, resumed attempts)."""
+        self._metrics.flush()
+        lines = self._metrics_path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def figure_path(self, name: str) -> Path:
+        """Path for a figure file under ``figures/`` (``.png`` added when missing)."""
+        return self.figures_dir / (name if Path(name).suffix else f"{name}.png")
+
+    # ----------------------------------------------------------------- resumption
+    def save_checkpoint(self, state: Mapping[str, Any], *, tag: str = "latest") -> None:
+        """Atomically save ``state`` and mark all metrics logged so far as committed."""
+        save_checkpoint(self.dir / "checkpoints" / f"{tag}.pt", state)
+        self._commit()
+
+    def load_checkpoint(self, *, tag: str = "latest") -> dict[str, Any] | None:
+        """The state saved under ``tag``, or ``None`` when there is none (a fresh run)."""
+        path = self.dir / "checkpoints" / f"{tag}.pt"
+        return load_checkpoint(path) if path.is_file() else None
+
+    def stage(self, name: str, compute: Callable[[], T]) -> T:
+        """Run ``compute()`` once per run folder; on resume return its stored JSON result.
+
+        Use it for the independent parts of an experiment (one method, one seed): a run
+        interrupted after three of five methods redoes only the last two.
+        """
+        path = self.dir / "stages" / f"{name}.json"
+        if path.is_file():
+            return json.loads(path.read_text())["result"]  # type: ignore[no-any-return]
+        result = compute()
+        atomic_write_json(path, {"result": _plain(result)})
+        self._commit()
+        return result
+
+    def write_summary(self, summary: Mapping[str, Any]) -> Path:
+        """Write ``summary.json`` atomically and return its path."""
+        path = self.dir / "summary.json"
+        atomic_write_json(path, _plain(dict(summary)))
+        return path
+
+    def close(self) -> None:
+        """Flush and close the metric log."""
+        if not self._metrics.closed:
+            self._metrics.close()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _commit(self) -> None:
+        self._metrics.flush()
+        lines = _count_lines(self._metrics_path)
+        atomic_write_json(self.dir / _PROGRESS_FILE, {"committed_lines": lines})
+
+
+def _read_progress(directory: Path) -> dict[str, Any]:
+    path = directory / _PROGRESS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _count_lines(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    with path.open("rb") as handle:
+        return sum(1 for _ in handle)
+
+
+def _truncate_lines(path: Path, keep: int) -> None:
+    if not path.is_file():
+        return
+    with path.open("rb") as handle:
+        lines = handle.readlines()
+    if len(lines) > keep:
+        path.write_bytes(b"".join(lines[:keep]))
+
+
+def _plain(value: Any) -> Any:
+    """Turn tensors and numpy values into plain Python values (NaN/inf stay as floats)."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if hasattr(value, "tolist") and callable(value.tolist):  # tensors and numpy arrays/scalars
+        return _plain(value.tolist())
+    return value
