@@ -27,7 +27,9 @@ def _one_error_line(result):
     return lines[0]
 
 
-@pytest.mark.parametrize("args", [["--help"], ["repro", "--help"], ["theory", "--help"], ["info"], ["--version"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["repro", "--help"], ["theory", "--help"], ["info"], ["--version"]]
+)
 def test_help_and_info_answer(invoke, args):
     result = invoke(*args)
     assert result.exit_code == 0, result.output
@@ -57,7 +59,18 @@ def test_failed_check_exits_1_and_names_the_metric(invoke, toy_experiments):
 
 
 def test_set_seed_out_quick_reach_the_config(invoke, toy_experiments, tmp_path):
-    result = invoke("repro", "run", "toy-gd", "--quick", "--set", "lr=0.3", "--seed", "5", "--out", str(tmp_path / "o"))
+    result = invoke(
+        "repro",
+        "run",
+        "toy-gd",
+        "--quick",
+        "--set",
+        "lr=0.3",
+        "--seed",
+        "5",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert result.exit_code == 0, result.output
     (run_dir,) = (tmp_path / "o" / "toy-gd").iterdir()
     config = json.loads((run_dir / "config.json").read_text())
@@ -138,11 +151,13 @@ def test_resume_via_cli(invoke, toy_experiments, tmp_path):
 
 
 def test_cli_start_up_does_not_import_torch():
-    code = "import sys, metalab.cli.main; assert 'torch' not in sys.modules, 'torch imported at start-up'"
+    code = "import sys, metalab.cli.main; assert 'torch' not in sys.modules, 'torch at start-up'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_console_script_is_installed():
     bindir = __import__("pathlib").Path(sys.executable).parent
-    result = subprocess.run([bindir / "metalab", "--help"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [bindir / "metalab", "--help"], capture_output=True, text=True, check=True
+    )
     assert "repro" in result.stdout and "theory" in result.stdout

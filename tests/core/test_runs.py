@@ -182,9 +182,8 @@ def test_stage_runs_once_and_is_memoized_across_open(run):
 
     first = run.stage("method-a", compute)
     assert calls == [1]
-    assert torch.equal(
-        first["value"], torch.tensor(2.5)
-    )  # the first call returns compute()'s value
+    # Fresh and memoized calls return the same plain JSON form.
+    assert first == {"value": 2.5, "curve": [1, 2]}
     assert run.stage("method-a", compute) == {"value": 2.5, "curve": [1, 2]}
     assert calls == [1]
     directory = run.dir
@@ -258,3 +257,17 @@ def test_open_corrupt_config_is_an_error(run):
     (run.dir / "config.json").write_text("{not json")
     with pytest.raises(MetalabError, match="not valid JSON"):
         Run.open(run.dir)
+
+
+def test_checkpoint_vouches_for_its_metric_lines_even_if_progress_was_not_updated(run):
+    """A crash between writing a checkpoint and updating progress.json loses no lines."""
+    for step in range(3):
+        run.log(step, loss=float(step))
+    run.save_checkpoint({"step": 3})
+    run.log(3, loss=3.0)  # uncommitted: must be dropped on resume
+    directory = run.dir
+    run.close()
+    (directory / "progress.json").unlink()  # simulate the crash window
+    with Run.open(directory) as resumed:
+        assert [r["step"] for r in resumed.read_metrics()] == [0, 1, 2]
+        assert resumed.load_checkpoint() == {"step": 3}

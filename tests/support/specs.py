@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TOY = '''
+TOY = """
 name = "{name}"
 paper = "Toy et al. 2026, Eq. 1"
 claim = "gradient descent reaches the target"
@@ -29,10 +29,12 @@ tol = {tol}
 metric = "loss_final"
 op = "lt"
 value = 1e-3
-'''
+"""
 
 
-def write_toy(folder: Path, name: str = "toy-gd", *, runner: str = "gradient_descent", tol: float = 0.01) -> Path:
+def write_toy(
+    folder: Path, name: str = "toy-gd", *, runner: str = "gradient_descent", tol: float = 0.01
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.toml"
     path.write_text(TOY.format(name=name, runner=runner, tol=tol))

@@ -26,11 +26,21 @@ _DEVICE_HELP = "auto (CUDA when present) | cpu | cuda | cuda:N"
 
 def _run_options(func: Any) -> Any:
     options = [
-        click.option("--quick", is_flag=True, help="Use the file's [quick] overrides (minutes on a 2-core CPU)."),
-        click.option("--seed", type=int, default=None, help="Seed of the run (default: the file's seed)."),
+        click.option(
+            "--quick",
+            is_flag=True,
+            help="Use the file's [quick] overrides (minutes on a 2-core CPU).",
+        ),
+        click.option(
+            "--seed", type=int, default=None, help="Seed of the run (default: the file's seed)."
+        ),
         click.option("--device", default="auto", show_default=True, help=_DEVICE_HELP),
-        click.option("--out", type=click.Path(file_okay=False), default=None,
-                     help="Root folder for runs (default: $METALAB_RUNS or ./runs)."),
+        click.option(
+            "--out",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Root folder for runs (default: $METALAB_RUNS or ./runs).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -38,8 +48,10 @@ def _run_options(func: Any) -> Any:
 
 
 def _make_group(kind: Kind, noun: str) -> click.Group:
-    @click.group(name="repro" if kind == "experiments" else "theory",
-                 help=f"List, show and run the {noun}s; each run checks the paper's claim.")
+    @click.group(
+        name="repro" if kind == "experiments" else "theory",
+        help=f"List, show and run the {noun}s; each run checks the paper's claim.",
+    )
     def group() -> None:
         pass
 
@@ -66,11 +78,22 @@ def _make_group(kind: Kind, noun: str) -> click.Group:
     @group.command("run")
     @click.argument("name")
     @_run_options
-    @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
-                  help="Override a parameter (TOML value; dotted keys for nested tables). Repeatable.")
-    @click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
-                  help="Continue an interrupted run from its folder, reusing finished work.")
-    def run_command(name: str, assignments: tuple[str, ...], resume: str | None, **options: Any) -> None:
+    @click.option(
+        "--set",
+        "assignments",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a parameter (TOML value; dotted keys for nested tables). Repeatable.",
+    )
+    @click.option(
+        "--resume",
+        type=click.Path(exists=True, file_okay=False),
+        default=None,
+        help="Continue an interrupted run from its folder, reusing finished work.",
+    )
+    def run_command(
+        name: str, assignments: tuple[str, ...], resume: str | None, **options: Any
+    ) -> None:
         """Run one {noun}, print paper vs measured, exit 1 if a check fails."""
         from metalab.core.claims import run_spec
         from metalab.core.specs import find_spec, parse_assignment
@@ -88,39 +111,54 @@ def _make_group(kind: Kind, noun: str) -> click.Group:
     @_run_options
     def all_command(**options: Any) -> None:
         """Run every {noun} and print one claims table; exit 1 if any check fails."""
-        from metalab.core.claims import run_spec
-        from metalab.core.specs import discover_specs, spec_dirs
-
-        specs = discover_specs(kind)
-        if not specs:
-            click.echo(f"no {noun}s found in {', '.join(map(str, spec_dirs(kind)))}")
-            return
-        outcomes = []
-        for index, spec in enumerate(specs.values(), start=1):
-            click.echo(f"[{index}/{len(specs)}] {spec.name} ...", err=True)
-            outcome = run_spec(spec, **options)
-            verdict = "passed" if outcome.passed else ("ERROR" if outcome.error else "FAILED")
-            click.echo(f"[{index}/{len(specs)}] {spec.name}: {verdict} in {outcome.seconds:.1f}s", err=True)
-            outcomes.append(outcome)
-        click.echo(_claims_table(outcomes))
-        passed = sum(o.passed for o in outcomes)
-        click.echo(f"\n{passed} of {len(outcomes)} {noun}s reproduced their claims.")
-        _exit_for(outcomes)
+        _run_all(kind, noun, options)
 
     for command in (list_command, show_command, run_command, all_command):
         command.help = (command.help or "").replace("{noun}", noun)
     return group
 
 
+def _run_all(kind: Kind, noun: str, options: dict[str, Any]) -> None:
+    from metalab.core.claims import run_spec
+    from metalab.core.specs import discover_specs, spec_dirs
+
+    specs = discover_specs(kind)
+    if not specs:
+        click.echo(f"no {noun}s found in {', '.join(map(str, spec_dirs(kind)))}")
+        return
+    outcomes = []
+    for index, spec in enumerate(specs.values(), start=1):
+        click.echo(f"[{index}/{len(specs)}] {spec.name} ...", err=True)
+        outcome = run_spec(spec, **options)
+        verdict = "passed" if outcome.passed else ("ERROR" if outcome.error else "FAILED")
+        click.echo(
+            f"[{index}/{len(specs)}] {spec.name}: {verdict} in {outcome.seconds:.1f}s", err=True
+        )
+        outcomes.append(outcome)
+    click.echo(_claims_table(outcomes))
+    passed = sum(o.passed for o in outcomes)
+    click.echo(f"\n{passed} of {len(outcomes)} {noun}s reproduced their claims.")
+    _exit_for(outcomes)
+
+
 def _describe(spec: Spec) -> str:
     from metalab.core.specs import resolve_params
 
     quick = resolve_params(spec, quick=True)
-    lines = [f"name:     {spec.name}", f"paper:    {spec.paper}", f"claim:    {spec.claim}",
-             f"file:     {spec.path}", f"runner:   {spec.runner}", f"seed:     {spec.seed}"]
+    lines = [
+        f"name:     {spec.name}",
+        f"paper:    {spec.paper}",
+        f"claim:    {spec.claim}",
+        f"file:     {spec.path}",
+        f"runner:   {spec.runner}",
+        f"seed:     {spec.seed}",
+    ]
     lines += [f"{key + ':':<9} {value}" for key, value in spec.extra.items() if key != "derivation"]
     lines.append("params:   (full | --quick)")
-    lines += [f"  {k} = {v!r}" + (f" | {quick[k]!r}" if quick[k] != v else "") for k, v in spec.params.items()]
+    lines += [
+        f"  {k} = {v!r}" + (f" | {quick[k]!r}" if quick[k] != v else "")
+        for k, v in spec.params.items()
+    ]
     lines.append("checks:")
     lines += [f"  {c.metric} {c.describe()}" for c in spec.checks]
     if spec.derivation is not None and spec.derivation.is_file():
@@ -129,8 +167,15 @@ def _describe(spec: Spec) -> str:
 
 
 def _outcome_report(outcome: Outcome) -> str:
-    rows = [(r.check.metric, r.check.describe(), format_measured(r.measured), "pass" if r.passed else "FAIL")
-            for r in outcome.checks]
+    rows = [
+        (
+            r.check.metric,
+            r.check.describe(),
+            format_measured(r.measured),
+            "pass" if r.passed else "FAIL",
+        )
+        for r in outcome.checks
+    ]
     table = format_table(["metric", "paper", "measured", "result"], rows)
     status = "PASSED" if outcome.passed else "FAILED"
     lines = [table, "", f"{status} in {outcome.seconds:.1f}s; run folder: {outcome.run_dir}"]
@@ -146,7 +191,16 @@ def _claims_table(outcomes: list[Outcome]) -> str:
         for result in outcome.checks:
             verdict = "pass" if result.passed else ("ERROR" if outcome.error else "FAIL")
             measured = "error" if outcome.error else format_measured(result.measured)
-            rows.append((outcome.spec.name, claim, result.check.metric, result.check.describe(), measured, verdict))
+            rows.append(
+                (
+                    outcome.spec.name,
+                    claim,
+                    result.check.metric,
+                    result.check.describe(),
+                    measured,
+                    verdict,
+                )
+            )
             claim = ""
     return format_table(["experiment", "claim", "metric", "paper", "measured", "result"], rows)
 

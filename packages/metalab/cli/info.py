@@ -11,14 +11,16 @@ __all__ = ["info"]
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
 def info(device: str) -> None:
     """Versions, device, threads and where runs and experiments are found."""
+    from metalab.core.device import resolve_device
     from metalab.core.environment import environment_info
     from metalab.core.runs import resolve_runs_root
-    from metalab.core.device import resolve_device
     from metalab.core.specs import spec_dirs
 
     resolved = resolve_device(device)
     env = environment_info(resolved)
-    packages = ", ".join(f"{name} {version}" for name, version in env["packages"].items() if version)
+    packages = ", ".join(
+        f"{name} {version}" for name, version in env["packages"].items() if version
+    )
     lines = [
         ("python", env["python"]),
         ("packages", packages),

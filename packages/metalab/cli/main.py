@@ -8,6 +8,7 @@ inside command bodies. A :class:`~metalab.core.errors.MetalabError` anywhere bec
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 import click
@@ -22,24 +23,50 @@ _SUBCOMMANDS = {
     "info": ("metalab.cli.info:info", "Versions, device, threads and where runs go."),
     "repro": ("metalab.cli.claims:repro", "Reproduce papers' experiments and check their claims."),
     "theory": ("metalab.cli.claims:theory", "Run the theory checks (measured vs predicted)."),
+    "lopt": ("metalab.lopt.cli:lopt", "Learned optimizers and ES/PES gradient estimators."),
+    "ntk": ("metalab.ntk.cli:ntk", "Averaged SGD in the NTK regime: rates and kernels."),
+    "kg": (
+        "metalab.kg.cli:kg",
+        "Knowledge graphs, complex queries, CQD answers with explanations.",
+    ),
+    "net2net": (
+        "metalab.net2net.cli:net2net",
+        "Grow trained networks wider or deeper, function preserved.",
+    ),
+    "nas": ("metalab.nas.cli:nas", "DARTS search and perturbation-based selection (DARTS-PT)."),
 }
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    """The registered subcommands whose module is present (subpackages land one by one)."""
+    found = {}
+    for name, (target, help_text) in _SUBCOMMANDS.items():
+        module_name = target.partition(":")[0]
+        try:
+            present = importlib.util.find_spec(module_name) is not None
+        except ModuleNotFoundError:
+            present = False
+        if present:
+            found[name] = (target, help_text)
+    return found
 
 
 class LazyGroup(click.Group):
     """A group whose subcommands are imported when used, and whose errors are one line."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *_SUBCOMMANDS])
+        return sorted([*super().list_commands(ctx), *_available()])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in _SUBCOMMANDS:
-            module_name, _, attr = _SUBCOMMANDS[cmd_name][0].partition(":")
+        available = _available()
+        if cmd_name in available:
+            module_name, _, attr = available[cmd_name][0].partition(":")
             command = getattr(importlib.import_module(module_name), attr)
-            return command  # type: ignore[no-any-return]
+            return command
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, help_text) for name, (_, help_text) in sorted(_SUBCOMMANDS.items())]
+        rows = [(name, help_text) for name, (_, help_text) in sorted(_available().items())]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -54,8 +81,10 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="metalab")
 def cli() -> None:
-    """metalab: learned optimizers (ES/PES), NTK averaged SGD, CQD on knowledge graphs,
-    Net2Net and DARTS-PT, reproducible with one command each.
+    r"""metalab: five lines of ML research, reproducible with one command each.
+
+    Learned optimizers (ES/PES), NTK averaged SGD, CQD on knowledge graphs, Net2Net and
+    DARTS-PT.
 
     \b
     Start with:

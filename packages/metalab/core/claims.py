@@ -57,7 +57,13 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, as stored in ``config.json``."""
-        return {"name": self.name, "params": self.params, "seed": self.seed, "device": self.device, "quick": self.quick}
+        return {
+            "name": self.name,
+            "params": self.params,
+            "seed": self.seed,
+            "device": self.device,
+            "quick": self.quick,
+        }
 
 
 @dataclass(frozen=True)
@@ -70,8 +76,14 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The summary.json form."""
-        return {"metric": self.check.metric, "op": self.check.op, "expected": self.check.value,
-                "tol": self.check.tol, "measured": self.measured, "passed": self.passed}
+        return {
+            "metric": self.check.metric,
+            "op": self.check.op,
+            "expected": self.check.value,
+            "tol": self.check.tol,
+            "measured": self.measured,
+            "passed": self.passed,
+        }
 
 
 @dataclass
@@ -93,7 +105,9 @@ class Outcome:
         return self.error is None and all(result.passed for result in self.checks)
 
 
-def evaluate_checks(checks: tuple[Check, ...] | list[Check], metrics: Mapping[str, Any]) -> list[CheckResult]:
+def evaluate_checks(
+    checks: tuple[Check, ...] | list[Check], metrics: Mapping[str, Any]
+) -> list[CheckResult]:
     """Evaluate each check on ``metrics``; a metric the runner did not report fails."""
     return [CheckResult(c, metrics.get(c.metric), c.passes(metrics.get(c.metric))) for c in checks]
 
@@ -104,11 +118,15 @@ def load_runner(spec: Spec) -> Runner:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ExperimentFileError(f"{spec.path}: field 'runner': cannot import {module_name!r} ({exc})") from None
+        raise ExperimentFileError(
+            f"{spec.path}: field 'runner': cannot import {module_name!r} ({exc})"
+        ) from None
     runner = getattr(module, attr, None)
     if not callable(runner):
-        raise ExperimentFileError(f"{spec.path}: field 'runner': {module_name!r} has no function {attr!r}")
-    return runner  # type: ignore[no-any-return]
+        raise ExperimentFileError(
+            f"{spec.path}: field 'runner': {module_name!r} has no function {attr!r}"
+        )
+    return runner
 
 
 def run_spec(
@@ -136,7 +154,9 @@ def run_spec(
     else:
         params = resolve_params(spec, quick=quick, smoke=smoke, overrides=overrides)
         resolved = resolve_device(device)
-        config = RunConfig(spec.name, params, spec.seed if seed is None else seed, str(resolved), quick or smoke)
+        config = RunConfig(
+            spec.name, params, spec.seed if seed is None else seed, str(resolved), quick or smoke
+        )
         run = Run.create(spec.name, config.to_dict(), root=out, env=environment_info(resolved))
     with run:
         return _execute(spec, runner, config, run)
@@ -147,7 +167,13 @@ def _stored_config(run: Run, spec: Spec) -> RunConfig:
     if stored.get("name") != spec.name:
         raise ConfigError(f"{run.dir} is a run of {stored.get('name')!r}, not {spec.name!r}")
     resolve_device(stored["device"])  # the device must still exist
-    return RunConfig(stored["name"], stored["params"], stored["seed"], stored["device"], stored.get("quick", False))
+    return RunConfig(
+        stored["name"],
+        stored["params"],
+        stored["seed"],
+        stored["device"],
+        stored.get("quick", False),
+    )
 
 
 def _execute(spec: Spec, runner: Runner, config: RunConfig, run: Run) -> Outcome:
@@ -165,9 +191,16 @@ def _execute(spec: Spec, runner: Runner, config: RunConfig, run: Run) -> Outcome
     results = evaluate_checks(spec.checks, metrics)
     outcome = Outcome(spec, run.dir, metrics, results, seconds, error, is_input)
     outcome.summary = {
-        "name": spec.name, "paper": spec.paper, "claim": spec.claim, "config": config.to_dict(),
-        "metrics": metrics, "checks": [r.to_dict() for r in results], "passed": outcome.passed,
-        "seconds": round(seconds, 3), "error": error, "run_dir": str(run.dir),
+        "name": spec.name,
+        "paper": spec.paper,
+        "claim": spec.claim,
+        "config": config.to_dict(),
+        "metrics": metrics,
+        "checks": [r.to_dict() for r in results],
+        "passed": outcome.passed,
+        "seconds": round(seconds, 3),
+        "error": error,
+        "run_dir": str(run.dir),
     }
     run.write_summary(outcome.summary)
     return outcome

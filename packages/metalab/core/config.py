@@ -35,7 +35,11 @@ def build_config(cls: type[T], values: Mapping[str, Any], *, where: str = "param
     for key in values:
         if key not in fields:
             near = closest_names(key, fields)
-            hint = f"; did you mean {', '.join(near)}?" if near else f"; valid keys: {', '.join(fields)}"
+            hint = (
+                f"; did you mean {', '.join(near)}?"
+                if near
+                else f"; valid keys: {', '.join(fields)}"
+            )
             raise ConfigError(f"unknown key {where}.{key}{hint}")
     kwargs = {}
     for name, field in fields.items():

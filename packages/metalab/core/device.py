@@ -35,7 +35,11 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         raise DeviceError(f"invalid device {spec!r}: expected {DEVICE_CHOICES_HELP}")
     kind, index = match.group(1), match.group(2)
     if kind == "auto":
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        return (
+            torch.device("cuda", torch.cuda.current_device())
+            if torch.cuda.is_available()
+            else torch.device("cpu")
+        )
     if kind == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():

@@ -8,11 +8,13 @@ degrades to a no-op, so the same code runs on a laptop and on a cluster.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from metalab.core.errors import ConfigError
 
 __all__ = [
     "DistContext",
@@ -34,7 +36,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     backend: str | None = None
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def is_distributed(self) -> bool:
@@ -59,7 +61,9 @@ def init_distributed(device: str | torch.device = "cpu") -> DistContext:
     backend = "nccl" if wanted.type == "cuda" else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
-    return DistContext(rank=rank, world_size=world, local_rank=local_rank, backend=backend, device=wanted)
+    return DistContext(
+        rank=rank, world_size=world, local_rank=local_rank, backend=backend, device=wanted
+    )
 
 
 def _active() -> bool:
@@ -95,7 +99,7 @@ def rank0_print(*args: Any, **kwargs: Any) -> None:
 def shard_range(total: int, rank: int, world_size: int) -> range:
     """The contiguous slice of ``range(total)`` that ``rank`` owns (sizes differ by ≤ 1)."""
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} outside world of size {world_size}")
+        raise ConfigError(f"rank {rank} outside world of size {world_size}")
     base, extra = divmod(total, world_size)
     start = rank * base + min(rank, extra)
     return range(start, start + base + (1 if rank < extra else 0))

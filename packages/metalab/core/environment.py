@@ -36,7 +36,10 @@ def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
         return None
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=where, capture_output=True, text=True, timeout=5,
+        cwd=where,
+        capture_output=True,
+        text=True,
+        timeout=5,
     ).stdout.strip()
     return out.stdout.strip() + ("+dirty" if dirty else "")
 
@@ -62,5 +65,7 @@ def environment_info(device: Any = None) -> dict[str, Any]:
         info["device"] = str(device)
         info["device_name"] = describe_device(torch.device(device))
     if torch.cuda.is_available():
-        info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        info["cuda_devices"] = [
+            torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+        ]
     return info

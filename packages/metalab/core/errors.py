@@ -28,7 +28,7 @@ class DeviceError(MetalabError):
     """A device was asked for that this machine does not have."""
 
 
-class ConfigError(MetalabError):
+class ConfigError(MetalabError, ValueError):
     """A configuration value is unknown, of the wrong type or impossible."""
 
 
@@ -47,7 +47,9 @@ class UnknownNameError(MetalabError):
         if not self.known:
             hint = f"; there are no {kind}s"
         elif not suggestion:
-            hint = f"; known: {', '.join(self.known[:10])}" + (" ..." if len(self.known) > 10 else "")
+            hint = f"; known: {', '.join(self.known[:10])}" + (
+                " ..." if len(self.known) > 10 else ""
+            )
         super().__init__(f"unknown {kind} {name!r}{hint}")
 
 

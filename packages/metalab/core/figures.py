@@ -77,9 +77,19 @@ def plot_loglog_fit(
     ax = fig.add_subplot()
     ax.loglog(xs, ys, "o", label="measured")
     grid = np.geomspace(xs.min(), xs.max(), 50)
-    ax.loglog(grid, fit.predict(grid), "-", label=f"fit slope {fit.slope:.3f} [{fit.ci_low:.3f}, {fit.ci_high:.3f}]")
+    ax.loglog(
+        grid,
+        fit.predict(grid),
+        "-",
+        label=f"fit slope {fit.slope:.3f} [{fit.ci_low:.3f}, {fit.ci_high:.3f}]",
+    )
     if reference_slope is not None:
-        ax.loglog(grid, ys[0] * (grid / xs[0]) ** reference_slope, "--", label=f"predicted slope {reference_slope:.3f}")
+        ax.loglog(
+            grid,
+            ys[0] * (grid / xs[0]) ** reference_slope,
+            "--",
+            label=f"predicted slope {reference_slope:.3f}",
+        )
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")

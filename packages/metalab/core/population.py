@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from metalab.core.errors import ConfigError
+
 __all__ = [
     "antithetic_perturbations",
     "module_params",
@@ -34,11 +36,13 @@ def module_params(module: nn.Module) -> dict[str, Tensor]:
 def stack_params(members: Sequence[Params]) -> dict[str, Tensor]:
     """Stack P parameter dicts with identical keys and shapes into one dict of ``[P, ...]``."""
     if not members:
-        raise ValueError("stack_params needs at least one parameter set")
+        raise ConfigError("stack_params needs at least one parameter set")
     keys = list(members[0])
     for index, member in enumerate(members[1:], start=1):
-        if list(member) != keys:
-            raise ValueError(f"parameter set {index} has keys {list(member)}, expected {keys}")
+        if set(member) != set(keys):
+            raise ConfigError(
+                f"parameter set {index} has keys {sorted(member)}, expected {sorted(keys)}"
+            )
     return {key: torch.stack([member[key] for member in members]) for key in keys}
 
 
@@ -46,7 +50,7 @@ def population_size(stacked: Params) -> int:
     """P, the leading dimension shared by every stacked tensor."""
     sizes = {tensor.shape[0] for tensor in stacked.values()}
     if len(sizes) != 1:
-        raise ValueError(f"stacked parameters disagree on the population size: {sorted(sizes)}")
+        raise ConfigError(f"stacked parameters disagree on the population size: {sorted(sizes)}")
     return sizes.pop()
 
 
@@ -71,10 +75,10 @@ def population_forward(
     shared_buffers = dict(buffers) if buffers is not None else dict(module.named_buffers())
 
     def one(member: dict[str, Tensor], *member_inputs: Tensor) -> Tensor:
-        return functional_call(module, (member, shared_buffers), member_inputs)  # type: ignore[no-any-return]
+        return functional_call(module, (member, shared_buffers), member_inputs)
 
     in_dims = (0, *([0 if per_member_inputs else None] * len(inputs)))
-    return vmap(one, in_dims=in_dims, chunk_size=chunk_size)(dict(stacked), *inputs)  # type: ignore[no-any-return]
+    return vmap(one, in_dims=in_dims, chunk_size=chunk_size)(dict(stacked), *inputs)
 
 
 def population_loss(
@@ -98,7 +102,7 @@ def population_loss(
     def one(member: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
         return loss_fn(functional_call(module, (member, shared_buffers), (x,)), y)
 
-    return vmap(one, in_dims=(0, dims, dims), chunk_size=chunk_size)(dict(stacked), inputs, targets)  # type: ignore[no-any-return]
+    return vmap(one, in_dims=(0, dims, dims), chunk_size=chunk_size)(dict(stacked), inputs, targets)
 
 
 def antithetic_perturbations(
@@ -112,7 +116,7 @@ def antithetic_perturbations(
         is ``ε`` with shape ``[pairs, *shape]``.
     """
     if pairs < 1 or sigma <= 0:
-        raise ValueError(f"need pairs >= 1 and sigma > 0, got pairs={pairs}, sigma={sigma}")
+        raise ConfigError(f"need pairs >= 1 and sigma > 0, got pairs={pairs}, sigma={sigma}")
     noise: dict[str, Tensor] = {}
     stacked: dict[str, Tensor] = {}
     for name, value in center.items():

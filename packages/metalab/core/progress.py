@@ -23,9 +23,11 @@ def progress_enabled() -> bool:
     return sys.stderr.isatty()
 
 
-def progress(iterable: Iterable[T], *, desc: str = "", total: int | None = None, **kwargs: Any) -> Iterable[T]:
+def progress(
+    iterable: Iterable[T], *, desc: str = "", total: int | None = None, **kwargs: Any
+) -> Iterable[T]:
     """Wrap ``iterable`` in a tqdm bar on stderr when :func:`progress_enabled`."""
-    return tqdm(  # type: ignore[no-any-return]
+    return tqdm(
         iterable,
         desc=desc,
         total=total,

@@ -24,6 +24,7 @@ __all__ = ["RUNS_ENV", "Run", "resolve_runs_root"]
 
 RUNS_ENV = "METALAB_RUNS"
 _PROGRESS_FILE = "progress.json"
+_LINES_KEY = "committed_lines"
 T = TypeVar("T")
 
 
@@ -76,7 +77,7 @@ class Run:
             config = json.loads(config_path.read_text())
         except json.JSONDecodeError as exc:
             raise MetalabError(f"{os.fspath(config_path)!r} is not valid JSON: {exc}") from None
-        _truncate_lines(path / "metrics.jsonl", _read_progress(path).get("committed_lines", 0))
+        _truncate_lines(path / "metrics.jsonl", _committed_lines(path))
         return cls(path, config, resumed=True)
 
     # ----------------------------------------------------------------- metrics
@@ -101,27 +102,40 @@ class Run:
 
     # ----------------------------------------------------------------- resumption
     def save_checkpoint(self, state: Mapping[str, Any], *, tag: str = "latest") -> None:
-        """Atomically save ``state`` and mark all metrics logged so far as committed."""
-        save_checkpoint(self.dir / "checkpoints" / f"{tag}.pt", state)
-        self._commit()
+        """Atomically save ``state`` and mark all metrics logged so far as committed.
+
+        The metric line count travels inside the checkpoint file, so a crash between
+        writing it and updating ``progress.json`` still resumes consistently.
+        """
+        lines = self._flushed_lines()
+        save_checkpoint(
+            self.dir / "checkpoints" / f"{tag}.pt", {_LINES_KEY: lines, "state": dict(state)}
+        )
+        self._commit(lines)
 
     def load_checkpoint(self, *, tag: str = "latest") -> dict[str, Any] | None:
         """The state saved under ``tag``, or ``None`` when there is none (a fresh run)."""
         path = self.dir / "checkpoints" / f"{tag}.pt"
-        return load_checkpoint(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        return dict(load_checkpoint(path)["state"])
 
     def stage(self, name: str, compute: Callable[[], T]) -> T:
-        """Run ``compute()`` once per run folder; on resume return its stored JSON result.
+        """Run ``compute()`` once per run folder; on resume return its stored result.
+
+        The result is returned in its JSON form (tensors become lists) both times, so a
+        resumed run computes exactly what a fresh one does.
 
         Use it for the independent parts of an experiment (one method, one seed): a run
         interrupted after three of five methods redoes only the last two.
         """
         path = self.dir / "stages" / f"{name}.json"
         if path.is_file():
-            return json.loads(path.read_text())["result"]  # type: ignore[no-any-return]
-        result = compute()
-        atomic_write_json(path, {"result": _plain(result)})
-        self._commit()
+            return json.loads(path.read_text())["result"]
+        result = _plain(compute())
+        lines = self._flushed_lines()
+        atomic_write_json(path, {"result": result, _LINES_KEY: lines})
+        self._commit(lines)
         return result
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
@@ -141,15 +155,23 @@ class Run:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _commit(self) -> None:
+    def _flushed_lines(self) -> int:
         self._metrics.flush()
-        lines = _count_lines(self._metrics_path)
-        atomic_write_json(self.dir / _PROGRESS_FILE, {"committed_lines": lines})
+        return _count_lines(self._metrics_path)
+
+    def _commit(self, lines: int) -> None:
+        atomic_write_json(self.dir / _PROGRESS_FILE, {_LINES_KEY: lines})
 
 
-def _read_progress(directory: Path) -> dict[str, Any]:
-    path = directory / _PROGRESS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+def _committed_lines(directory: Path) -> int:
+    """Metric lines backed by finished work: the most any saved artifact vouches for."""
+    counts = [0]
+    for path in [directory / _PROGRESS_FILE, *sorted((directory / "stages").glob("*.json"))]:
+        if path.is_file():
+            counts.append(int(json.loads(path.read_text()).get(_LINES_KEY, 0)))
+    for path in sorted((directory / "checkpoints").glob("*.pt")):
+        counts.append(int(load_checkpoint(path).get(_LINES_KEY, 0)))
+    return max(counts)
 
 
 def _count_lines(path: Path) -> int:

@@ -42,7 +42,17 @@ Kind = Literal["experiments", "theory"]
 OPS = ("approx", "lt", "le", "gt", "ge")
 _OP_SYMBOL = {"approx": "≈", "lt": "<", "le": "≤", "gt": ">", "ge": "≥"}
 _REQUIRED = ("name", "paper", "claim", "runner", "params", "checks")
-_OPTIONAL = ("quick", "smoke", "seed", "description", "command", "runtime_quick", "runtime_full", "expected", "derivation")
+_OPTIONAL = (
+    "quick",
+    "smoke",
+    "seed",
+    "description",
+    "command",
+    "runtime_quick",
+    "runtime_full",
+    "expected",
+    "derivation",
+)
 _DIR_ENV = {"experiments": "METALAB_EXPERIMENTS", "theory": "METALAB_THEORY"}
 
 
@@ -57,12 +67,20 @@ class Check:
 
     def passes(self, measured: Any) -> bool:
         """Whether a measured value satisfies the check; missing or NaN never does."""
-        if isinstance(measured, bool) or not isinstance(measured, (int, float)) or math.isnan(measured):
+        if (
+            isinstance(measured, bool)
+            or not isinstance(measured, (int, float))
+            or math.isnan(measured)
+        ):
             return False
         if self.op == "approx":
             return abs(measured - self.value) <= self.tol
-        return {"lt": measured < self.value, "le": measured <= self.value,
-                "gt": measured > self.value, "ge": measured >= self.value}[self.op]
+        return {
+            "lt": measured < self.value,
+            "le": measured <= self.value,
+            "gt": measured > self.value,
+            "ge": measured >= self.value,
+        }[self.op]
 
     def describe(self) -> str:
         """The expectation as text, e.g. ``≈ -0.1667 ± 0.05`` or ``< 0.01``."""
@@ -90,13 +108,18 @@ class Spec:
     @property
     def derivation(self) -> Path | None:
         """The markdown derivation beside a theory check (``<stem>.md`` unless named)."""
-        name = self.extra.get("derivation") or (self.path.stem + ".md" if self.kind == "theory" else None)
+        name = self.extra.get("derivation") or (
+            self.path.stem + ".md" if self.kind == "theory" else None
+        )
         return self.path.parent / name if name else None
 
 
 def spec_dirs(kind: Kind) -> list[Path]:
-    """Folders searched for specs: ``$METALAB_EXPERIMENTS``/``$METALAB_THEORY`` if set,
-    else the copy shipped in the installed wheel, else the source checkout's folder."""
+    """Folders searched for specs, most specific first.
+
+    ``$METALAB_EXPERIMENTS``/``$METALAB_THEORY`` if set, else the copy shipped in the
+    installed wheel, else the source checkout's folder.
+    """
     override = os.environ.get(_DIR_ENV[kind])
     if override:
         return [Path(p) for p in override.split(os.pathsep) if p]
@@ -114,23 +137,8 @@ def load_spec(path: str | os.PathLike[str], *, kind: Kind = "experiments") -> Sp
         ExperimentFileError: unreadable TOML, a missing or unknown field, a bad check.
     """
     file = Path(path)
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ExperimentFileError(f"{file}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ExperimentFileError(f"{file}: invalid TOML: {exc}") from None
-    for key in _REQUIRED:
-        if key not in data:
-            raise ExperimentFileError(f"{file}: missing field {key!r}")
-    for key in data:
-        if key not in _REQUIRED and key not in _OPTIONAL:
-            raise ExperimentFileError(f"{file}: unknown field {key!r}")
-    for key in ("name", "paper", "claim", "runner"):
-        if not isinstance(data[key], str) or not data[key].strip():
-            raise ExperimentFileError(f"{file}: field {key!r} must be a non-empty string")
-    if ":" not in data["runner"]:
-        raise ExperimentFileError(f"{file}: field 'runner' must look like 'package.module:function'")
+    data = _read_toml(file)
+    _validate_fields(data, file)
     params = _table(data, "params", file)
     quick, smoke = _table(data, "quick", file), _table(data, "smoke", file)
     for section, overrides in (("quick", quick), ("smoke", smoke)):
@@ -141,15 +149,53 @@ def load_spec(path: str | os.PathLike[str], *, kind: Kind = "experiments") -> Sp
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ExperimentFileError(f"{file}: field 'seed' must be an integer")
-    extra = {k: str(data[k]) for k in _OPTIONAL if k in data and k not in ("quick", "smoke", "seed")}
+    extra = {
+        k: str(data[k]) for k in _OPTIONAL if k in data and k not in ("quick", "smoke", "seed")
+    }
     spec = Spec(
-        name=data["name"], paper=data["paper"], claim=data["claim"], runner=data["runner"],
-        params=params, checks=_checks(data["checks"], file), path=file, kind=kind,
-        quick=quick, smoke=smoke, seed=seed, extra=extra,
+        name=data["name"],
+        paper=data["paper"],
+        claim=data["claim"],
+        runner=data["runner"],
+        params=params,
+        checks=_checks(data["checks"], file),
+        path=file,
+        kind=kind,
+        quick=quick,
+        smoke=smoke,
+        seed=seed,
+        extra=extra,
     )
     if kind == "theory" and spec.derivation is not None and not spec.derivation.is_file():
-        raise ExperimentFileError(f"{file}: field 'derivation': {spec.derivation.name} does not exist")
+        raise ExperimentFileError(
+            f"{file}: field 'derivation': {spec.derivation.name} does not exist"
+        )
     return spec
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ExperimentFileError(f"{file}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ExperimentFileError(f"{file}: invalid TOML: {exc}") from None
+
+
+def _validate_fields(data: Mapping[str, Any], file: Path) -> None:
+    for key in _REQUIRED:
+        if key not in data:
+            raise ExperimentFileError(f"{file}: missing field {key!r}")
+    for key in data:
+        if key not in _REQUIRED and key not in _OPTIONAL:
+            raise ExperimentFileError(f"{file}: unknown field {key!r}")
+    for key in ("name", "paper", "claim", "runner"):
+        if not isinstance(data[key], str) or not data[key].strip():
+            raise ExperimentFileError(f"{file}: field {key!r} must be a non-empty string")
+    if ":" not in data["runner"]:
+        raise ExperimentFileError(
+            f"{file}: field 'runner' must look like 'package.module:function'"
+        )
 
 
 def _table(data: Mapping[str, Any], key: str, file: Path) -> dict[str, Any]:
@@ -162,26 +208,28 @@ def _table(data: Mapping[str, Any], key: str, file: Path) -> dict[str, Any]:
 def _checks(raw: Any, file: Path) -> tuple[Check, ...]:
     if not isinstance(raw, list) or not raw:
         raise ExperimentFileError(f"{file}: field 'checks' must be a non-empty array of tables")
-    checks = []
-    for index, item in enumerate(raw):
-        where = f"{file}: checks[{index}]"
-        if not isinstance(item, dict):
-            raise ExperimentFileError(f"{where} must be a table")
-        unknown = set(item) - {"metric", "op", "value", "tol"}
-        if unknown:
-            raise ExperimentFileError(f"{where}: unknown field {sorted(unknown)[0]!r}")
-        for key in ("metric", "op", "value"):
-            if key not in item:
-                raise ExperimentFileError(f"{where}: missing field {key!r}")
-        if item["op"] not in OPS:
-            raise ExperimentFileError(f"{where}: field 'op' is {item['op']!r}; expected one of {', '.join(OPS)}")
-        for key in ("value", "tol"):
-            if key in item and (isinstance(item[key], bool) or not isinstance(item[key], (int, float))):
-                raise ExperimentFileError(f"{where}: field {key!r} must be a number")
-        if item["op"] == "approx" and "tol" not in item:
-            raise ExperimentFileError(f"{where}: missing field 'tol' (required by op 'approx')")
-        checks.append(Check(str(item["metric"]), item["op"], float(item["value"]), float(item.get("tol", 0.0))))
-    return tuple(checks)
+    return tuple(_check(item, f"{file}: checks[{index}]") for index, item in enumerate(raw))
+
+
+def _check(item: Any, where: str) -> Check:
+    if not isinstance(item, dict):
+        raise ExperimentFileError(f"{where} must be a table")
+    unknown = set(item) - {"metric", "op", "value", "tol"}
+    if unknown:
+        raise ExperimentFileError(f"{where}: unknown field {sorted(unknown)[0]!r}")
+    for key in ("metric", "op", "value"):
+        if key not in item:
+            raise ExperimentFileError(f"{where}: missing field {key!r}")
+    if item["op"] not in OPS:
+        raise ExperimentFileError(
+            f"{where}: field 'op' is {item['op']!r}; expected one of {', '.join(OPS)}"
+        )
+    for key in ("value", "tol"):
+        if key in item and (isinstance(item[key], bool) or not isinstance(item[key], (int, float))):
+            raise ExperimentFileError(f"{where}: field {key!r} must be a number")
+    if item["op"] == "approx" and "tol" not in item:
+        raise ExperimentFileError(f"{where}: missing field 'tol' (required by op 'approx')")
+    return Check(str(item["metric"]), item["op"], float(item["value"]), float(item.get("tol", 0.0)))
 
 
 def discover_specs(kind: Kind = "experiments") -> dict[str, Spec]:
@@ -191,7 +239,9 @@ def discover_specs(kind: Kind = "experiments") -> dict[str, Spec]:
         for file in sorted(folder.rglob("*.toml")) if folder.is_dir() else []:
             spec = load_spec(file, kind=kind)
             if spec.name in found:
-                raise ExperimentFileError(f"{file}: name {spec.name!r} already used by {found[spec.name].path}")
+                raise ExperimentFileError(
+                    f"{file}: name {spec.name!r} already used by {found[spec.name].path}"
+                )
             found[spec.name] = spec
     return dict(sorted(found.items()))
 
@@ -200,7 +250,9 @@ def find_spec(name: str, kind: Kind = "experiments") -> Spec:
     """The spec called ``name``; unknown names list the closest known ones."""
     specs = discover_specs(kind)
     if name not in specs:
-        raise UnknownNameError("experiment" if kind == "experiments" else "theory check", name, specs)
+        raise UnknownNameError(
+            "experiment" if kind == "experiments" else "theory check", name, specs
+        )
     return specs[name]
 
 
@@ -251,7 +303,9 @@ def _same_type(old: Any, new: Any, key: str) -> Any:
         pass
     elif type(old) is type(new) or (isinstance(old, list) and isinstance(new, list)):
         return new
-    raise ConfigError(f"parameter {key!r} is {type(old).__name__} ({old!r}); got {type(new).__name__} {new!r}")
+    raise ConfigError(
+        f"parameter {key!r} is {type(old).__name__} ({old!r}); got {type(new).__name__} {new!r}"
+    )
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -266,10 +320,16 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def resolve_params(
-    spec: Spec, *, quick: bool = False, smoke: bool = False, overrides: Mapping[str, Any] | None = None
+    spec: Spec,
+    *,
+    quick: bool = False,
+    smoke: bool = False,
+    overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``[params]``, then ``[quick]`` (and ``[smoke]``) overrides, then ``--set`` overrides."""
-    params = apply_overrides(spec.params, _flatten(spec.quick)) if quick or smoke else dict(spec.params)
+    params = (
+        apply_overrides(spec.params, _flatten(spec.quick)) if quick or smoke else dict(spec.params)
+    )
     if smoke:
         params = apply_overrides(params, _flatten(spec.smoke))
     return apply_overrides(params, dict(overrides or {}))

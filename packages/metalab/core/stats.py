@@ -8,6 +8,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
+from metalab.core.errors import ConfigError
+
 __all__ = ["LogLogFit", "fit_loglog"]
 
 
@@ -36,10 +38,10 @@ def fit_loglog(x: ArrayLike, y: ArrayLike, *, confidence: float = 0.95) -> LogLo
     """
     xs, ys = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
     if xs.shape != ys.shape or xs.size < 3:
-        raise ValueError("fit_loglog needs at least three (x, y) pairs of equal length")
+        raise ConfigError("fit_loglog needs at least three (x, y) pairs of equal length")
     finite = bool(np.all(np.isfinite(xs)) and np.all(np.isfinite(ys)))
     if not finite or np.any(xs <= 0) or np.any(ys <= 0):
-        raise ValueError("fit_loglog needs positive, finite x and y")
+        raise ConfigError("fit_loglog needs positive, finite x and y")
     result = stats.linregress(np.log(xs), np.log(ys))
     half_width = stats.t.ppf(0.5 + confidence / 2, xs.size - 2) * result.stderr
     return LogLogFit(

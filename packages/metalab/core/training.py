@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metalab.core.errors import ConfigError
+
 __all__ = ["EpochRecord", "accuracy", "evaluate_loss", "train_supervised"]
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
@@ -56,7 +58,8 @@ def evaluate_loss(
     was_training = model.training
     model.eval()
     total = sum(
-        float(loss_fn(model(inputs[i : i + batch_size]), targets[i : i + batch_size])) * len(inputs[i : i + batch_size])
+        float(loss_fn(model(inputs[i : i + batch_size]), targets[i : i + batch_size]))
+        * len(inputs[i : i + batch_size])
         for i in range(0, len(inputs), batch_size)
     )
     model.train(was_training)
@@ -93,15 +96,19 @@ def train_supervised(
         start_epoch: number of epochs already done (when resuming from a checkpoint).
     """
     if epochs < 0 or batch_size < 1:
-        raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
+        raise ConfigError(f"need epochs >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
     inputs, targets = train_data
     history: list[EpochRecord] = []
     if evaluate_at_start and start_epoch == 0:
-        history.append(_finish(EpochRecord(0, float("nan")), model, evaluate, on_epoch, time.perf_counter()))
+        history.append(
+            _finish(EpochRecord(0, float("nan")), model, evaluate, on_epoch, time.perf_counter())
+        )
     for epoch in range(start_epoch + 1, start_epoch + epochs + 1):
         started = time.perf_counter()
         model.train()
-        order = torch.randperm(len(inputs), generator=generator, device=generator.device).to(inputs.device)
+        order = torch.randperm(len(inputs), generator=generator, device=generator.device).to(
+            inputs.device
+        )
         total = torch.zeros((), device=inputs.device)
         for start in range(0, len(inputs), batch_size):
             index = order[start : start + batch_size]
