@@ -1,0 +1,280 @@
+"""Runners of ``net2net-wider`` and ``net2net-deeper`` (Chen et al. 2016, Sec. 4.1-4.2).
+
+A teacher is trained; a larger student is then trained three ways from the same batch
+order: initialized by Net2Net from the teacher, initialized at random, and the paper's
+"random pad" (teacher's weights kept, new units or layers random). The speed-up is the
+ratio of epochs random initialization needs to reach its own final accuracy to the epochs
+Net2Net needs to reach it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from metalab.core.claims import RunConfig
+from metalab.core.errors import ConfigError
+from metalab.core.figures import plot_curves
+from metalab.core.runs import Run
+from metalab.net2net.experiments.common import (
+    Data,
+    build,
+    epochs_to,
+    init_seeded,
+    load_data,
+    plateau,
+    random_pad,
+    train_curve,
+)
+from metalab.net2net.report import preservation_error
+from metalab.net2net.transforms import deepen, widen
+
+__all__ = ["DeeperParams", "WiderParams", "deeper", "reinitialized", "teacher_model", "wider"]
+
+
+@dataclass
+class _Common:
+    dataset: str = "mnist"
+    model: str = "mlp"
+    batchnorm: bool = False
+    teacher_widths: list[int] = field(default_factory=lambda: [16])
+    teacher_epochs: int = 10
+    student_epochs: int = 15
+    lr: float = 0.02
+    momentum: float = 0.9
+    batch_size: int = 64
+    noise: float = 0.01
+    window: int = 3
+    train_examples: int = 0
+
+
+@dataclass
+class WiderParams(_Common):
+    """``net2net-wider``: ``student_widths`` (one per teacher layer, each ``>=``)."""
+
+    student_widths: list[int] = field(default_factory=lambda: [64])
+
+
+@dataclass
+class DeeperParams(_Common):
+    """``net2net-deeper``: identity layers inserted after each layer of ``insert_after``."""
+
+    insert_after: list[str] = field(default_factory=lambda: ["fc1"])
+    kernel_size: int = 3
+
+
+def layer_names(kind: str, depth: int) -> list[str]:
+    """Names of the grown layers of :func:`~metalab.net2net.experiments.common.build`."""
+    return [f"{'fc' if kind == 'mlp' else 'conv'}{i}" for i in range(1, depth + 1)]
+
+
+def teacher_model(
+    config: RunConfig, run: Run, p: _Common, data: Data
+) -> tuple[nn.Module, dict[str, list[float]]]:
+    """Train the teacher once per run folder (weights checkpointed, curve memoized)."""
+
+    def make() -> nn.Module:
+        widths = p.teacher_widths
+        return init_seeded(
+            lambda: build(p.model, widths, data, batchnorm=p.batchnorm),
+            seed=config.seed,
+            purpose="teacher-init",
+            device=config.torch_device,
+        )
+
+    def compute() -> dict[str, list[float]]:
+        model = make()
+        curve = _train(model, config, p, data, p.teacher_epochs, "teacher-data")
+        run.save_checkpoint({"state_dict": model.state_dict()}, tag="teacher")
+        return curve
+
+    curve = run.stage("teacher", compute)
+    model = make()
+    state = run.load_checkpoint(tag="teacher")
+    assert state is not None
+    model.load_state_dict(state["state_dict"])
+    return model, curve
+
+
+def _train(
+    model: nn.Module, config: RunConfig, p: _Common, data: Data, epochs: int, stream: str
+) -> dict[str, list[float]]:
+    return train_curve(
+        model,
+        data,
+        epochs=epochs,
+        lr=p.lr,
+        momentum=p.momentum,
+        batch_size=p.batch_size,
+        generator=config.generator(stream),
+    )
+
+
+@torch.no_grad()
+def reinitialized(
+    model: nn.Module, *, seed: int, purpose: str, names: list[str] | None = None
+) -> nn.Module:
+    """A copy of ``model`` whose modules (or only ``names``) get torch's default init again."""
+    fresh = copy.deepcopy(model)
+    targets = (
+        [fresh.get_submodule(n) for n in names] if names is not None else list(fresh.modules())
+    )
+    with torch.random.fork_rng(devices=[]):
+        from metalab.core.seeding import derive_seed
+
+        torch.manual_seed(derive_seed(seed, purpose))
+        for module in targets:
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+    return fresh
+
+
+def _compare(
+    config: RunConfig,
+    run: Run,
+    p: _Common,
+    data: Data,
+    students: dict[str, nn.Module],
+    teacher: dict[str, list[float]],
+) -> dict[str, float]:
+    """Train every student, log the curves, and compare them on both splits.
+
+    For each split, the target is random init's final accuracy (mean of its last ``window``
+    epochs); ``speedup_<split>`` = epochs random init needs / epochs Net2Net needs (at least 1).
+    """
+    curves: dict[str, dict[str, list[float]]] = {}
+    for name, model in students.items():
+
+        def compute(m: nn.Module = model) -> dict[str, list[float]]:
+            return _train(m, config, p, data, p.student_epochs, "student-data")
+
+        curves[name] = run.stage(name, compute)
+    for epoch in range(p.student_epochs + 1):
+        run.log(
+            epoch,
+            **{
+                f"{name}.{split}_accuracy": curve[split][epoch]
+                for name, curve in curves.items()
+                for split in ("test", "train")
+            },
+        )
+    metrics: dict[str, float] = {}
+    for split in ("test", "train"):
+        metrics |= _split_metrics(
+            {k: v[split] for k, v in curves.items()}, teacher[split][-1], split, p.window
+        )
+        epochs = list(range(p.student_epochs + 1))
+        plot_curves(
+            run.figure_path(f"{split}_accuracy_vs_epochs.png"),
+            {k: (epochs, v[split]) for k, v in curves.items()},
+            xlabel="epochs of student training",
+            ylabel=f"{split} accuracy",
+            title=f"{config.name}: {p.model} on {p.dataset}",
+            hlines={
+                "teacher": teacher[split][-1],
+                "random-init final": metrics[f"{split}.target_accuracy"],
+            },
+        )
+    return metrics
+
+
+def _split_metrics(
+    curves: dict[str, list[float]], teacher_acc: float, split: str, window: int
+) -> dict[str, float]:
+    target = plateau(curves["random_init"], window)
+    reach = {name: epochs_to(curve, target) for name, curve in curves.items()}
+    metrics = {f"{split}.teacher_accuracy": teacher_acc, f"{split}.target_accuracy": target}
+    for name, curve in curves.items():
+        metrics |= {
+            f"{split}.{name}.initial_accuracy": curve[0],
+            f"{split}.{name}.final_accuracy": plateau(curve, window),
+            f"{split}.{name}.epochs_to_target": reach[name],
+        }
+    metrics[f"{split}.speedup_vs_random_init"] = reach["random_init"] / max(reach["net2net"], 1)
+    metrics[f"{split}.initial_gap_to_teacher"] = abs(curves["net2net"][0] - teacher_acc)
+    metrics[f"{split}.initial_advantage_over_random_pad"] = (
+        curves["net2net"][0] - curves["random_pad"][0]
+    )
+    metrics[f"{split}.final_gap_to_random_init"] = plateau(curves["net2net"], window) - target
+    return metrics
+
+
+def _check_common(p: _Common) -> None:
+    if p.student_epochs < p.window or p.window < 1:
+        raise ConfigError(f"need student_epochs >= window >= 1, got {p.student_epochs}, {p.window}")
+
+
+def wider(config: RunConfig, run: Run) -> dict[str, Any]:
+    """Net2WiderNet vs random init vs random pad (Sec. 4.1, Fig. 4)."""
+    p = config.typed(WiderParams)
+    _check_common(p)
+    if len(p.student_widths) != len(p.teacher_widths) or any(
+        s < t for s, t in zip(p.student_widths, p.teacher_widths, strict=True)
+    ):
+        raise ConfigError(
+            f"student_widths {p.student_widths} must match and be >= "
+            f"teacher_widths {p.teacher_widths}"
+        )
+    data = load_data(
+        p.dataset, seed=config.seed, device=config.torch_device, train_examples=p.train_examples
+    )
+    teacher, teacher_curve = teacher_model(config, run, p, data)
+    layers = layer_names(p.model, len(p.teacher_widths))
+    noisy, exact = teacher, teacher
+    mapping_stream, exact_stream = config.generator("mapping"), config.generator("mapping")
+    for layer, width in zip(layers, p.student_widths, strict=True):
+        noisy, _ = widen(noisy, layer, width, noise=p.noise, generator=mapping_stream)
+        exact, _ = widen(exact, layer, width, generator=exact_stream)
+    fresh = init_seeded(
+        lambda: build(p.model, p.student_widths, data, batchnorm=p.batchnorm),
+        seed=config.seed,
+        purpose="student-init",
+        device=config.torch_device,
+    )
+    blocks = {} if p.model == "mlp" else {"out": (data.input_shape[-1] // 2 ** len(layers)) ** 2}
+    students = {
+        "net2net": noisy,
+        "random_init": fresh,
+        "random_pad": random_pad(teacher, copy.deepcopy(fresh), flatten_blocks=blocks),
+    }
+    errors = {
+        "preservation_error_exact": preservation_error(teacher, exact, data.test[0]),
+        "preservation_error_noisy": preservation_error(teacher, noisy, data.test[0]),
+    }
+    metrics = _compare(config, run, p, data, students, teacher_curve)
+    return errors | metrics
+
+
+def deeper(config: RunConfig, run: Run) -> dict[str, Any]:
+    """Net2DeeperNet vs random init vs a randomly initialized inserted layer (Sec. 4.2, Fig. 5)."""
+    p = config.typed(DeeperParams)
+    _check_common(p)
+    data = load_data(
+        p.dataset, seed=config.seed, device=config.torch_device, train_examples=p.train_examples
+    )
+    teacher, teacher_curve = teacher_model(config, run, p, data)
+    stats = data.train[0][:512]
+    noisy, exact, inserted = teacher, teacher, []
+    gen = config.generator("noise")
+    for layer in p.insert_after:
+        noisy, report = deepen(
+            noisy, layer, kernel_size=p.kernel_size, data=stats, noise=p.noise, generator=gen
+        )
+        exact, _ = deepen(exact, layer, kernel_size=p.kernel_size, data=stats)
+        inserted += report.inserted
+    students = {
+        "net2net": noisy,
+        "random_init": reinitialized(exact, seed=config.seed, purpose="student-init"),
+        "random_pad": reinitialized(exact, seed=config.seed, purpose="pad-init", names=inserted),
+    }
+    errors = {
+        "preservation_error_exact": preservation_error(teacher, exact, data.test[0]),
+        "preservation_error_noisy": preservation_error(teacher, noisy, data.test[0]),
+    }
+    metrics = _compare(config, run, p, data, students, teacher_curve)
+    return errors | metrics

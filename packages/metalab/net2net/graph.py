@@ -1,0 +1,338 @@
+"""Where a layer's output goes: the data-flow analysis behind ``widen`` and ``deepen``.
+
+The model is traced with :mod:`torch.fx` (only to read its graph; the grown model keeps the
+user's own classes). Widening a layer must also rewrite every layer that consumes its
+units, and every per-unit module in between (BatchNorm, LayerNorm); deepening needs the
+activation that follows the layer. Anything the Net2Net identities do not cover (a residual
+addition, a concatenation, a reshape, a non-idempotent activation) is refused with a
+:class:`~metalab.core.errors.MetalabError` naming the operation.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from metalab.core.errors import MetalabError, UnknownNameError
+
+__all__ = [
+    "DeepenSite",
+    "GrowthRefused",
+    "WidenPlan",
+    "plan_deepen",
+    "plan_widen",
+    "trace",
+]
+
+_ELEMENTWISE_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.Hardtanh,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.GELU,
+    nn.SiLU,
+    nn.ELU,
+    nn.LeakyReLU,
+    nn.Softplus,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+)
+_ELEMENTWISE_FUNCTIONS = {
+    torch.relu,
+    F.relu,
+    F.relu6,
+    F.hardtanh,
+    torch.tanh,
+    torch.sigmoid,
+    F.gelu,
+    F.silu,
+    F.elu,
+    F.leaky_relu,
+    F.dropout,
+    F.max_pool2d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    torch.sigmoid,
+}
+_ELEMENTWISE_METHODS = {"relu", "tanh", "sigmoid", "contiguous"}
+_IDEMPOTENT_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
+_IDEMPOTENT_FUNCTIONS = {torch.relu: nn.ReLU, F.relu: nn.ReLU, F.relu6: nn.ReLU6}
+_CHAIN_MODULES = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.LayerNorm,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
+_NON_IDEMPOTENT_MODULES = (
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.GELU,
+    nn.SiLU,
+    nn.ELU,
+    nn.LeakyReLU,
+    nn.Softplus,
+)
+_NON_IDEMPOTENT_FUNCTIONS = {torch.tanh, torch.sigmoid, F.gelu, F.silu, F.elu, F.leaky_relu}
+
+
+class GrowthRefused(MetalabError):
+    """The requested transformation would not preserve the network's function."""
+
+
+@dataclass
+class WidenPlan:
+    """The modules a widening rewrites: the layer, norms on the way, and the consumers."""
+
+    layer: str
+    norms: list[str] = field(default_factory=list)
+    consumers: list[str] = field(default_factory=list)
+    flattened: bool = False
+    needs_balanced: bool = False
+
+
+@dataclass
+class DeepenSite:
+    """Where Net2DeeperNet inserts its identity layer.
+
+    ``wrap`` is the module replaced by a ``Sequential``; when ``wrap_is_activation`` the new
+    module is ``Sequential(act, new, [bn], act)``, otherwise ``Sequential(m, act, new, [bn])``
+    (the activation applied after ``m`` in the original graph then acts on the new layer).
+    """
+
+    after: str
+    wrap: str
+    wrap_is_activation: bool
+    activation: nn.Module
+    chain_has_batchnorm: bool
+
+
+def trace(model: nn.Module) -> fx.Graph:
+    """The model's fx graph (leaf modules are torch.nn's built-in layers)."""
+    try:
+        return fx.Tracer().trace(model)
+    except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GrowthRefused(
+            f"cannot trace {type(model).__name__} with torch.fx ({first}); Net2Net needs a "
+            "static graph to find the layers that consume the grown one"
+        ) from None
+
+
+def _module_node(graph: fx.Graph, model: nn.Module, name: str, kinds: tuple[type, ...]) -> fx.Node:
+    modules = dict(model.named_modules())
+    layers = [n for n, m in modules.items() if isinstance(m, kinds)]
+    if name not in modules:
+        raise UnknownNameError("layer", name, layers)
+    if not isinstance(modules[name], kinds):
+        allowed = " or ".join(k.__name__ for k in kinds)
+        raise GrowthRefused(
+            f"layer {name!r} is a {type(modules[name]).__name__}, not a {allowed}; "
+            f"choose one of: {', '.join(layers)}"
+        )
+    calls = [n for n in graph.nodes if n.op == "call_module" and n.target == name]
+    if len(calls) != 1:
+        raise GrowthRefused(
+            f"layer {name!r} is called {len(calls)} times in the forward pass; Net2Net needs a "
+            "layer used exactly once (shared weights would grow in two places)"
+        )
+    return calls[0]
+
+
+def _describe(node: fx.Node) -> str:
+    if node.op == "output":
+        return "the model's output"
+    target = (
+        node.target
+        if isinstance(node.target, str)
+        else getattr(node.target, "__name__", node.target)
+    )
+    return f"{node.op} {target!r}"
+
+
+def _is_flatten(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        module = modules[str(node.target)]
+        return isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1
+    start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+    end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+    flat = (node.op == "call_function" and node.target is torch.flatten) or (
+        node.op == "call_method" and node.target == "flatten"
+    )
+    return bool(flat and start == 1 and end == -1)
+
+
+def _passes_units(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules[str(node.target)], _ELEMENTWISE_MODULES)
+    if node.op == "call_function":
+        return node.target in _ELEMENTWISE_FUNCTIONS
+    return node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
+
+
+def plan_widen(model: nn.Module, layer: str) -> WidenPlan:
+    """Follow the units of ``layer`` to the layers that consume them.
+
+    Raises:
+        UnknownNameError: no such layer.
+        GrowthRefused: the units reach the output, a residual addition, a concatenation,
+            a reshape or any operation that mixes units (the identity would not hold).
+    """
+    graph = trace(model)
+    modules = dict(model.named_modules())
+    start = _module_node(graph, model, layer, (nn.Linear, nn.Conv2d))
+    if isinstance(modules[layer], nn.Conv2d) and modules[layer].groups != 1:
+        raise GrowthRefused(f"layer {layer!r} is a grouped convolution; only groups=1 is supported")
+    plan, frontier, seen = WidenPlan(layer), list(start.users), {start}
+    while frontier:
+        node = frontier.pop(0)
+        if node in seen:
+            continue
+        seen.add(node)
+        module = modules.get(str(node.target)) if node.op == "call_module" else None
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            _check_consumer(node, module, layer, seen)
+            plan.consumers.append(str(node.target))
+            continue
+        if isinstance(module, _NORMS):
+            _check_single_call(graph, str(node.target), layer)
+            plan.norms.append(str(node.target))
+            plan.needs_balanced |= isinstance(module, nn.LayerNorm)
+        elif _is_flatten(node, modules):
+            plan.flattened = True
+        elif not _passes_units(node, modules):
+            raise GrowthRefused(_refusal(layer, node))
+        frontier.extend(node.users)
+    return plan
+
+
+def _check_consumer(node: fx.Node, module: nn.Module, layer: str, seen: set[fx.Node]) -> None:
+    if isinstance(module, nn.Conv2d) and module.groups != 1:
+        raise GrowthRefused(f"{layer!r} feeds the grouped convolution {node.target!r}; unsupported")
+    if node.args and node.args[0] not in seen:
+        raise GrowthRefused(f"{layer!r} reaches {node.target!r} through an unsupported argument")
+
+
+def _check_single_call(graph: fx.Graph, name: str, layer: str) -> None:
+    calls = sum(1 for n in graph.nodes if n.op == "call_module" and n.target == name)
+    if calls != 1:
+        raise GrowthRefused(f"norm {name!r} after {layer!r} is shared ({calls} calls); unsupported")
+
+
+def _refusal(layer: str, node: fx.Node) -> str:
+    what = _describe(node)
+    if node.op == "output":
+        return (
+            f"layer {layer!r} produces the model's output; widening it would change the "
+            "output size (widen a hidden layer instead)"
+        )
+    if node.target in (operator.add, torch.add, "add", operator.iadd, torch.cat):
+        return (
+            f"the units of {layer!r} reach {what} (a residual sum or concatenation); the "
+            "other branch would have to grow with the same mapping - widen a layer inside "
+            "the block instead"
+        )
+    return (
+        f"the units of {layer!r} reach {what}, which mixes or reshapes units; Net2WiderNet "
+        "only passes through elementwise activations, pooling, BatchNorm/LayerNorm and "
+        "flatten(start_dim=1)"
+    )
+
+
+def plan_deepen(model: nn.Module, after: str) -> DeepenSite:
+    """Find the activation after ``after`` and where to insert the identity layer.
+
+    Raises:
+        UnknownNameError: no such layer.
+        GrowthRefused: no activation follows, the activation is not idempotent
+            (``phi(I phi(v)) != phi(v)``, e.g. tanh, sigmoid, GELU, leaky ReLU), or the
+            output of the layer branches before its activation.
+    """
+    graph = trace(model)
+    modules = dict(model.named_modules())
+    node = _module_node(graph, model, after, (nn.Linear, nn.Conv2d))
+    has_bn = False
+    while True:
+        users = list(node.users)
+        if len(users) != 1:
+            raise GrowthRefused(
+                f"the output of {_describe(node)} after {after!r} is used in {len(users)} places "
+                "before any activation; Net2DeeperNet needs a single chain to the activation"
+            )
+        (user,) = users
+        module = modules.get(str(user.target)) if user.op == "call_module" else None
+        activation = _activation_of(user, module, after)
+        if activation is not None:
+            return _site(graph, modules, after, user, module, activation, has_bn)
+        if not isinstance(module, _CHAIN_MODULES):
+            raise GrowthRefused(
+                f"{after!r} reaches {_describe(user)} before any activation; Net2DeeperNet "
+                "inserts U = I after an activation phi with phi(I phi(v)) = phi(v) (ReLU)"
+            )
+        has_bn |= isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d))
+        node = user
+
+
+def _activation_of(user: fx.Node, module: nn.Module | None, after: str) -> nn.Module | None:
+    if isinstance(module, _IDEMPOTENT_MODULES):
+        return module
+    if user.op == "call_function" and user.target in _IDEMPOTENT_FUNCTIONS:
+        return _IDEMPOTENT_FUNCTIONS[user.target]()
+    if user.op == "call_method" and user.target == "relu":
+        return nn.ReLU()
+    refused = (
+        isinstance(module, _NON_IDEMPOTENT_MODULES)
+        or (user.op == "call_function" and user.target in _NON_IDEMPOTENT_FUNCTIONS)
+        or (user.op == "call_method" and user.target in ("tanh", "sigmoid"))
+    )
+    if refused:
+        name = type(module).__name__ if module is not None else _describe(user)
+        raise GrowthRefused(
+            f"{after!r} is followed by the activation {name}, for which phi(I phi(v)) != phi(v); "
+            "Net2DeeperNet's identity only holds for idempotent activations (ReLU, ReLU6, "
+            "Hardtanh)"
+        )
+    return None
+
+
+def _site(
+    graph: fx.Graph,
+    modules: dict[str, nn.Module],
+    after: str,
+    act_node: fx.Node,
+    act_module: nn.Module | None,
+    activation: nn.Module,
+    has_bn: bool,
+) -> DeepenSite:
+    def calls(name: str) -> int:
+        return sum(1 for n in graph.nodes if n.op == "call_module" and n.target == name)
+
+    if act_module is not None and calls(str(act_node.target)) == 1:
+        return DeepenSite(after, str(act_node.target), True, activation, has_bn)
+    source = act_node.args[0] if act_node.args else None
+    if (
+        isinstance(source, fx.Node)
+        and source.op == "call_module"
+        and calls(str(source.target)) == 1
+    ):
+        return DeepenSite(after, str(source.target), False, activation, has_bn)
+    raise GrowthRefused(
+        f"cannot find a module to extend after {after!r}: its activation is shared and is not "
+        "directly preceded by a module used once"
+    )

@@ -1,0 +1,126 @@
+"""Carry an optimizer over to a grown model, or reset it.
+
+After growth the old optimizer holds the old tensors. :func:`transfer_optimizer` builds an
+optimizer of the same class and hyper-parameters over the grown model. With
+``state="carry"`` every per-parameter buffer is mapped like its parameter: indexed by the
+mapping ``g``, and scaled as the gradient of that slice would have been had the student
+been trained all along (replicated incoming weights see ``1/count`` of the teacher's
+gradient, split outgoing weights see all of it), so first moments scale by ``grad_scale``
+and second moments by its square. New layers start with an empty state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from metalab.core.errors import ConfigError
+from metalab.net2net.report import GrowthReport, ParamChange
+
+__all__ = ["OptimizerState", "transfer_optimizer"]
+
+OptimizerState = Literal["carry", "reset"]
+
+# Per-parameter buffers of torch.optim optimizers and the power of the gradient they hold.
+_MOMENT_POWER = {
+    "momentum_buffer": 1,
+    "exp_avg": 1,
+    "grad_avg": 1,
+    "exp_avg_sq": 2,
+    "max_exp_avg_sq": 2,
+    "square_avg": 2,
+    "sum": 2,
+}
+
+
+def transfer_optimizer(
+    optimizer: torch.optim.Optimizer,
+    old_model: nn.Module,
+    new_model: nn.Module,
+    report: GrowthReport,
+    *,
+    state: OptimizerState = "carry",
+) -> torch.optim.Optimizer:
+    """A new optimizer of ``optimizer``'s class over ``new_model``'s parameters.
+
+    Parameter groups keep their hyper-parameters; parameters of inserted layers join the
+    group of the layer they were inserted after (else the first group).
+
+    Args:
+        optimizer: the optimizer that trained ``old_model``.
+        old_model: the model before growth (its parameters are ``optimizer``'s).
+        new_model: the grown model returned with ``report``.
+        report: the report of the growth step.
+        state: ``"carry"`` maps momentum/Adam buffers onto the grown parameters; ``"reset"``
+            starts from an empty state.
+
+    Raises:
+        ConfigError: unknown ``state``, or a per-parameter buffer whose meaning is unknown
+            (use ``state="reset"``).
+    """
+    if state not in ("carry", "reset"):
+        raise ConfigError(f"optimizer state must be 'carry' or 'reset', got {state!r}")
+    old_names = {id(p): name for name, p in old_model.named_parameters()}
+    new_params = dict(new_model.named_parameters())
+    sources = {change.source: name for name, change in report.params.items()}
+    groups: list[dict[str, Any]] = []
+    placed: set[str] = set()
+    for group in optimizer.param_groups:
+        names = [
+            sources[old_names[id(p)]] for p in group["params"] if old_names.get(id(p)) in sources
+        ]
+        placed.update(names)
+        groups.append(
+            {
+                **{k: v for k, v in group.items() if k != "params"},
+                "params": [new_params[n] for n in names],
+            }
+        )
+    fresh = [n for n in new_params if n not in placed and n not in report.params]
+    if fresh:
+        groups[_group_of(report.layer, optimizer, old_names)]["params"].extend(
+            new_params[n] for n in fresh
+        )
+    new_optimizer = type(optimizer)(groups, **optimizer.defaults)
+    if state == "carry":
+        by_name = {name: p for p, name in ((p, old_names.get(id(p))) for p in optimizer.state)}
+        for name, change in report.params.items():
+            old_param = by_name.get(change.source)
+            if old_param is not None and name in placed:
+                new_optimizer.state[new_params[name]] = _map_state(
+                    optimizer.state[old_param], old_param, change
+                )
+    return new_optimizer
+
+
+def _group_of(layer: str, optimizer: torch.optim.Optimizer, old_names: dict[int, str]) -> int:
+    for i, group in enumerate(optimizer.param_groups):
+        if any(old_names.get(id(p), "").startswith(f"{layer}.") for p in group["params"]):
+            return i
+    return 0
+
+
+def _map_state(state: dict[str, Any], param: Tensor, change: ParamChange) -> dict[str, Any]:
+    mapped: dict[str, Any] = {}
+    for key, value in state.items():
+        if not (isinstance(value, Tensor) and value.shape == param.shape and value.dim() > 0):
+            mapped[key] = value.clone() if isinstance(value, Tensor) else value
+            continue
+        if change.index is None:
+            mapped[key] = value.clone()
+            continue
+        if key not in _MOMENT_POWER:
+            raise ConfigError(
+                f"cannot carry optimizer buffer {key!r} of {change.source!r} through growth; "
+                "use state='reset'"
+            )
+        moved = value.index_select(change.dim, change.index.to(value.device))
+        if change.grad_scale is not None and _MOMENT_POWER[key]:
+            shape = [1] * value.dim()
+            shape[change.dim] = -1
+            scale = change.grad_scale.to(value.device, value.dtype).view(shape)
+            moved = moved * scale ** _MOMENT_POWER[key]
+        mapped[key] = moved
+    return mapped

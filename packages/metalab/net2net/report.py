@@ -1,0 +1,117 @@
+"""What a Net2Net transformation changed: the report returned with every grown model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["GrowthReport", "ParamChange", "preservation_error"]
+
+
+@dataclass
+class ParamChange:
+    """How one parameter of the grown model derives from one of the original model.
+
+    ``new = old.index_select(dim, index)`` (then divided or perturbed); ``grad_scale`` is how
+    the gradient of each new slice relates to the old one along ``dim`` (``1/count`` for
+    replicated incoming weights, 1 for split outgoing ones), used to carry optimizer state.
+    ``index is None`` means the tensor is copied unchanged (possibly under a new name).
+    """
+
+    source: str
+    dim: int = 0
+    index: Tensor | None = None
+    grad_scale: Tensor | None = None
+
+
+@dataclass
+class GrowthReport:
+    """A record of one Net2WiderNet or Net2DeeperNet step.
+
+    Attributes:
+        operation: ``"widen"`` or ``"deepen"``.
+        layer: the widened layer, or the layer the new one was inserted after.
+        old_width: units of ``layer`` before (for ``deepen``: the width of the new layer).
+        new_width: units after.
+        mapping: the random mapping ``g`` (Eq. 6), for ``widen``.
+        norms: BatchNorm/LayerNorm modules widened with the same mapping.
+        consumers: layers whose inputs were widened (Eq. 8).
+        inserted: names of new modules (``deepen``).
+        wrapped: the module replaced by a ``Sequential`` holding it and the new layer.
+        noise: relative noise level asked for; ``noise_norm`` the Frobenius norm added.
+        params: for every parameter of the grown model that existed before, its origin.
+        parameters_before: parameter count before; ``parameters_after`` after.
+    """
+
+    operation: str
+    layer: str
+    old_width: int
+    new_width: int
+    mapping: list[int] = field(default_factory=list)
+    norms: list[str] = field(default_factory=list)
+    consumers: list[str] = field(default_factory=list)
+    inserted: list[str] = field(default_factory=list)
+    wrapped: str | None = None
+    noise: float = 0.0
+    noise_norm: float = 0.0
+    params: dict[str, ParamChange] = field(default_factory=dict)
+    parameters_before: int = 0
+    parameters_after: int = 0
+
+    def summary(self) -> str:
+        """One human-readable line."""
+        if self.operation == "widen":
+            what = (
+                f"widened {self.layer} {self.old_width} -> {self.new_width} units; "
+                f"rewired {', '.join(self.consumers)}"
+            )
+            if self.norms:
+                what += f"; norms {', '.join(self.norms)}"
+        else:
+            what = (
+                f"inserted identity {', '.join(self.inserted)} ({self.new_width} units) after "
+                f"{self.layer}"
+            )
+        return (
+            f"{what}; parameters {self.parameters_before} -> {self.parameters_after}; "
+            f"noise {self.noise:g} (norm {self.noise_norm:.3g})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (the mapping as a list, parameter provenance by name)."""
+        return {
+            "operation": self.operation,
+            "layer": self.layer,
+            "old_width": self.old_width,
+            "new_width": self.new_width,
+            "mapping": self.mapping,
+            "norms": self.norms,
+            "consumers": self.consumers,
+            "inserted": self.inserted,
+            "wrapped": self.wrapped,
+            "noise": self.noise,
+            "noise_norm": self.noise_norm,
+            "renamed": {k: v.source for k, v in self.params.items() if k != v.source},
+            "parameters_before": self.parameters_before,
+            "parameters_after": self.parameters_after,
+        }
+
+
+@torch.no_grad()
+def preservation_error(before: nn.Module, after: nn.Module, inputs: Tensor) -> float:
+    """``max |f_before(x) - f_after(x)|`` over ``inputs``, both models in eval mode.
+
+    Eval mode makes BatchNorm use its running statistics, so this measures the function the
+    paper's identities preserve. The models' train/eval modes are restored afterwards.
+    """
+    modes = before.training, after.training
+    before.eval()
+    after.eval()
+    try:
+        return float((before(inputs) - after(inputs)).abs().max())
+    finally:
+        before.train(modes[0])
+        after.train(modes[1])

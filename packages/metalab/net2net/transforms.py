@@ -1,0 +1,330 @@
+"""The model-level API: ``widen`` and ``deepen`` a user's network, keeping its function.
+
+Chen, Goodfellow & Shlens (2016): Net2WiderNet (Sec. 3.1, Eqs. 6-8) and Net2DeeperNet
+(Sec. 3.2). Both work on a deep copy of the model, rewrite only the modules involved (so
+the grown model keeps the user's classes and forward code) and return a
+:class:`~metalab.net2net.report.GrowthReport`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from metalab.core.errors import ConfigError
+from metalab.net2net.graph import GrowthRefused, plan_deepen, plan_widen
+from metalab.net2net.ops import (
+    NoiseKind,
+    identity_batchnorm,
+    identity_conv2d,
+    identity_linear,
+    replica_counts,
+    split_incoming,
+    wider_mapping,
+)
+from metalab.net2net.report import GrowthReport, ParamChange
+
+__all__ = ["deepen", "widen"]
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _set(module: nn.Module, name: str, value: Tensor) -> None:
+    """Replace a parameter (keeping requires_grad) or a buffer of ``module``."""
+    old = getattr(module, name)
+    if isinstance(old, nn.Parameter):
+        setattr(module, name, nn.Parameter(value.detach(), requires_grad=old.requires_grad))
+    else:
+        setattr(module, name, value.detach())
+
+
+def widen(
+    model: nn.Module,
+    layer: str,
+    new_width: int,
+    *,
+    noise: float = 0.0,
+    noise_kind: NoiseKind = "gaussian",
+    generator: torch.Generator,
+) -> tuple[nn.Module, GrowthReport]:
+    """Net2WiderNet: give ``layer`` ``new_width`` units without changing the function.
+
+    The units are replicated by the random mapping ``g`` (Eq. 6): incoming weights, bias and
+    every BatchNorm/LayerNorm parameter and running statistic on the way are copied along
+    ``g`` (Eq. 7); each consumer's weights for a replicated unit are divided by its
+    replication count (Eq. 8), per spatial position after a ``flatten`` and per kernel tap
+    for a convolution.
+
+    Args:
+        model: the trained network (not modified).
+        layer: qualified name of a ``Linear`` or ``Conv2d`` (as in ``model.named_modules()``).
+        new_width: units (features or channels) after widening, ``>=`` the current width.
+        noise: standard deviation of symmetry-breaking noise relative to the std of each
+            consumer's weights, added to the outgoing weights of replicated units (the paper
+            and the Keras example use a few percent). 0 preserves the function exactly.
+        noise_kind: ``"gaussian"`` (the paper's; the function changes by O(noise)) or
+            ``"zero_sum"`` (noise centred within each replica group: exact preservation,
+            symmetry still broken).
+        generator: random stream for the mapping and the noise.
+
+    Returns:
+        ``(grown_model, report)``.
+
+    Raises:
+        UnknownNameError: ``layer`` does not exist.
+        GrowthRefused: the units reach an operation the identity does not cover.
+        ConfigError: an impossible width or noise.
+    """
+    if not isinstance(new_width, int) or isinstance(new_width, bool):
+        raise ConfigError(f"new_width must be an int, got {new_width!r}")
+    plan = plan_widen(model, layer)
+    if not plan.consumers:
+        raise GrowthRefused(
+            f"the units of {layer!r} reach no Linear/Conv2d layer; nothing to rewire"
+        )
+    grown = copy.deepcopy(model)
+    producer = _layer(grown, layer)
+    old = producer.out_features if isinstance(producer, nn.Linear) else producer.out_channels
+    mapping = wider_mapping(old, new_width, generator=generator, balanced=plan.needs_balanced)
+    report = GrowthReport(
+        "widen",
+        layer,
+        old,
+        new_width,
+        mapping.tolist(),
+        plan.norms,
+        plan.consumers,
+        noise=noise,
+        parameters_before=_count(model),
+    )
+    counts = replica_counts(mapping, old).to(torch.float64)
+    index = mapping.to(producer.weight.device)
+    for name in [layer, *plan.norms]:
+        _widen_outputs(grown.get_submodule(name), name, index, new_width, report, counts)
+    squared = 0.0
+    for name in plan.consumers:
+        squared += _widen_inputs(
+            _layer(grown, name),
+            name,
+            mapping,
+            old,
+            report,
+            noise=noise,
+            noise_kind=noise_kind,
+            generator=generator,
+        )
+    report.noise_norm = squared**0.5
+    _record_unchanged(grown, report)
+    report.parameters_after = _count(grown)
+    return grown, report
+
+
+def _layer(model: nn.Module, name: str) -> nn.Linear | nn.Conv2d:
+    module = model.get_submodule(name)
+    if not isinstance(module, (nn.Linear, nn.Conv2d)):
+        raise GrowthRefused(f"{name!r} is a {type(module).__name__}, not a Linear or Conv2d")
+    return module
+
+
+def _widen_outputs(
+    module: nn.Module, name: str, index: Tensor, width: int, report: GrowthReport, counts: Tensor
+) -> None:
+    """Eq. 7 on a producer or a norm: every per-unit tensor is indexed by ``g``."""
+    for attr in ("weight", "bias", "running_mean", "running_var"):
+        value = getattr(module, attr, None)
+        if value is None:
+            continue
+        _set(module, attr, value.index_select(0, index.to(value.device)))
+        if isinstance(value, nn.Parameter):
+            scale = (1.0 / counts).to(value.device, value.dtype)
+            report.params[f"{name}.{attr}"] = ParamChange(f"{name}.{attr}", 0, index, scale)
+    if isinstance(module, nn.Linear):
+        module.out_features = width
+    elif isinstance(module, nn.Conv2d):
+        module.out_channels = width
+    elif isinstance(module, nn.LayerNorm):
+        module.normalized_shape = (width,)
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        module.num_features = width
+
+
+def _widen_inputs(
+    module: nn.Linear | nn.Conv2d,
+    name: str,
+    mapping: Tensor,
+    old: int,
+    report: GrowthReport,
+    *,
+    noise: float,
+    noise_kind: NoiseKind,
+    generator: torch.Generator,
+) -> float:
+    """Eq. 8 on a consumer; returns the squared norm of the noise it added."""
+    weight: Tensor = module.weight
+    if isinstance(module, nn.Conv2d):
+        if module.in_channels != old:
+            raise GrowthRefused(f"{name!r} expects {module.in_channels} channels, not {old}")
+        blocks = weight
+    else:
+        if module.in_features % old:
+            raise GrowthRefused(
+                f"{name!r} has {module.in_features} inputs, not a multiple of the {old} units "
+                f"of {report.layer!r}; the units reach it through an unsupported reshape"
+            )
+        blocks = weight.view(weight.shape[0], old, module.in_features // old)
+    widened, perturbation = split_incoming(
+        blocks.detach(), mapping, noise=noise, noise_kind=noise_kind, generator=generator
+    )
+    block = blocks[0, 0].numel()
+    if isinstance(module, nn.Conv2d):
+        module.in_channels = len(mapping)
+        index = mapping.to(weight.device)
+    else:
+        widened = widened.reshape(weight.shape[0], -1)
+        module.in_features = widened.shape[1]
+        offsets = torch.arange(block, device=weight.device)
+        index = (mapping.to(weight.device)[:, None] * block + offsets).reshape(-1)
+    _set(module, "weight", widened)
+    ones = torch.ones(index.numel(), dtype=weight.dtype, device=weight.device)
+    report.params[f"{name}.weight"] = ParamChange(f"{name}.weight", 1, index, ones)
+    return float(perturbation.pow(2).sum())
+
+
+def _record_unchanged(grown: nn.Module, report: GrowthReport) -> None:
+    for name, _ in grown.named_parameters():
+        report.params.setdefault(name, ParamChange(name))
+
+
+def deepen(
+    model: nn.Module,
+    after: str,
+    *,
+    kernel_size: int = 3,
+    batchnorm: bool | None = None,
+    data: Tensor | None = None,
+    noise: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[nn.Module, GrowthReport]:
+    """Net2DeeperNet: insert an identity layer after ``after``'s activation (Sec. 3.2).
+
+    ``h = phi(W h_prev)`` becomes ``phi(U phi(W h_prev))`` with ``U = I`` (a Linear, or a
+    Conv2d with a centred identity kernel and size-preserving padding), which equals the
+    original for idempotent activations (ReLU, ReLU6, Hardtanh).
+
+    Args:
+        model: the trained network (not modified).
+        after: qualified name of a ``Linear`` or ``Conv2d`` followed (possibly through
+            BatchNorm, LayerNorm, dropout or pooling) by its activation.
+        kernel_size: odd kernel size of an inserted convolution.
+        batchnorm: add a BatchNorm after the new layer, set to undo its normalization; the
+            default adds one when the chain after ``after`` already has a BatchNorm.
+        data: a batch of model inputs; when given, the new BatchNorm's statistics, scale and
+            shift are estimated on it (so it is near the identity in train mode too).
+        noise: Gaussian noise added to the identity weights, relative to the std of
+            ``after``'s weights (0: exact preservation).
+        generator: random stream for the noise (required when ``noise > 0``).
+
+    Raises:
+        UnknownNameError: ``after`` does not exist.
+        GrowthRefused: no activation, a non-idempotent one, or a branching chain.
+        ConfigError: an even ``kernel_size``, negative noise, or noise without a generator.
+    """
+    site = plan_deepen(model, after)
+    grown = copy.deepcopy(model)
+    layer = _layer(grown, after)
+    new: nn.Linear | nn.Conv2d
+    if isinstance(layer, nn.Linear):
+        width, new = layer.out_features, identity_linear(layer.out_features, like=layer)
+    else:
+        width = layer.out_channels
+        new = identity_conv2d(width, kernel_size=kernel_size, like=layer)
+    noise_norm = _perturb(new, layer.weight, noise, generator)
+    use_bn = site.chain_has_batchnorm if batchnorm is None else batchnorm
+    norm = (
+        identity_batchnorm(width, conv=isinstance(new, nn.Conv2d), like=new.weight)
+        if use_bn
+        else None
+    )
+    wrapped = grown.get_submodule(site.wrap)
+    extra = [new] + ([norm] if norm is not None else [])
+    if site.wrap_is_activation:
+        block = nn.Sequential(wrapped, *extra, copy.deepcopy(wrapped))
+    else:
+        block = nn.Sequential(wrapped, copy.deepcopy(site.activation), *extra)
+    grown.set_submodule(site.wrap, block)
+    first = 1 if site.wrap_is_activation else 2
+    inserted = [f"{site.wrap}.{first + i}" for i in range(len(extra))]
+    if norm is not None and data is not None:
+        _estimate_statistics(grown, inserted[-1], data)
+    report = GrowthReport(
+        "deepen",
+        after,
+        width,
+        width,
+        inserted=inserted,
+        wrapped=site.wrap,
+        noise=noise,
+        noise_norm=noise_norm,
+        parameters_before=_count(model),
+    )
+    old_names = {name for name, _ in model.named_parameters()}
+    for name, _ in grown.named_parameters():
+        source = (
+            name.replace(f"{site.wrap}.0.", f"{site.wrap}.", 1)
+            if name.startswith(f"{site.wrap}.0.")
+            else name
+        )
+        if source in old_names:
+            report.params[name] = ParamChange(source)
+    report.parameters_after = _count(grown)
+    return grown, report
+
+
+def _perturb(
+    new: nn.Linear | nn.Conv2d, reference: Tensor, noise: float, generator: torch.Generator | None
+) -> float:
+    if noise < 0:
+        raise ConfigError(f"noise must be >= 0, got {noise}")
+    if noise == 0:
+        return 0.0
+    if generator is None:
+        raise ConfigError("noise > 0 needs a generator (explicit randomness)")
+    weight: Tensor = new.weight
+    # Drawn in float32 whatever the weights' dtype, so a float64 replay sees the same stream.
+    draw = torch.randn(weight.shape, generator=generator, device=generator.device).to(weight.dtype)
+    perturbation = draw.to(weight.device) * noise * float(reference.detach().std())
+    with torch.no_grad():
+        weight.add_(perturbation)
+    return float(perturbation.norm())
+
+
+@torch.no_grad()
+def _estimate_statistics(grown: nn.Module, name: str, data: Tensor) -> None:
+    """Set the new BatchNorm ``name`` to undo its normalization of ``data``'s batch statistics.
+
+    The features are those of train mode (where BatchNorm normalizes by batch statistics),
+    computed on a throw-away copy so no running statistic of ``grown`` moves. The layer is
+    then exactly the identity in eval mode, and in train mode on batches like ``data``.
+    """
+    probe = copy.deepcopy(grown).train()
+    captured: list[Tensor] = []
+    target = probe.get_submodule(name)
+    handle = target.register_forward_hook(lambda _m, args, _out: captured.append(args[0].detach()))
+    try:
+        probe(data)
+    finally:
+        handle.remove()
+    norm = grown.get_submodule(name)
+    assert isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d))
+    fitted = identity_batchnorm(
+        norm.num_features,
+        conv=isinstance(norm, nn.BatchNorm2d),
+        like=norm.weight,
+        inputs=captured[0],
+        eps=norm.eps,
+    )
+    norm.load_state_dict(fitted.state_dict())

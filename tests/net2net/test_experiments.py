@@ -1,0 +1,68 @@
+"""Experiment helpers by value, and the --quick reproductions as slow tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metalab.core.claims import run_spec
+from metalab.core.errors import ConfigError
+from metalab.core.specs import discover_specs
+from metalab.net2net import mlp, small_cnn, widen
+from metalab.net2net.experiments import parse_stage
+from metalab.net2net.experiments.common import epochs_to, forward_macs, plateau, random_pad
+from metalab.net2net.experiments.runners import reinitialized
+
+
+def test_epochs_to_and_plateau():
+    curve = [0.1, 0.5, 0.8, 0.79, 0.9]
+    assert epochs_to(curve, 0.8) == 2 and epochs_to(curve, 0.0) == 0
+    assert epochs_to(curve, 0.95) == len(curve)  # censored: never reached
+    assert plateau(curve, 2) == pytest.approx(0.845)
+
+
+def test_forward_macs_counts_linear_and_conv_layers():
+    assert forward_macs(mlp(10, [7], 3), (10,)) == 10 * 7 + 7 * 3
+    cnn = small_cnn(1, [2], 4, image_size=4)  # conv 1->2 (3x3, 4x4 out), pool to 2x2, fc 8->4
+    assert forward_macs(cnn, (1, 4, 4)) == 2 * 16 * 9 + 8 * 4
+
+
+def test_random_pad_keeps_old_units_and_randomizes_new_ones():
+    torch.manual_seed(0)
+    teacher, fresh = small_cnn(1, [2, 3], 4, image_size=4), small_cnn(1, [4, 5], 4, image_size=4)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    pad = random_pad(teacher, fresh, flatten_blocks={"out": 1})
+    torch.testing.assert_close(pad.conv2.weight[:3, :2], teacher.conv2.weight)
+    torch.testing.assert_close(pad.conv2.weight[3:], before["conv2.weight"][3:])
+    torch.testing.assert_close(pad.conv2.weight[:3, 2:], before["conv2.weight"][:3, 2:])
+    torch.testing.assert_close(pad.out.weight[:, :3], teacher.out.weight)
+    teacher4 = small_cnn(1, [2], 4, image_size=4)  # flatten blocks of 2x2 positions per channel
+    pad4 = random_pad(teacher4, small_cnn(1, [3], 4, image_size=4), flatten_blocks={"out": 4})
+    torch.testing.assert_close(pad4.out.weight[:, :8], teacher4.out.weight)
+
+
+def test_reinitialized_is_seeded_and_touches_only_named_layers():
+    model, _ = widen(mlp(4, [3], 2), "fc1", 5, generator=torch.Generator())
+    a = reinitialized(model, seed=1, purpose="x")
+    b = reinitialized(model, seed=1, purpose="x")
+    torch.testing.assert_close(a.fc1.weight, b.fc1.weight)
+    assert not torch.equal(a.fc1.weight, model.fc1.weight)
+    only = reinitialized(model, seed=1, purpose="x", names=["out"])
+    torch.testing.assert_close(only.fc1.weight, model.fc1.weight)
+    assert not torch.equal(only.out.weight, model.out.weight)
+
+
+def test_parse_stage():
+    assert parse_stage("widen fc1=32") == ("widen", "fc1", 32)
+    assert parse_stage(" deepen block1.body.conv1 ") == ("deepen", "block1.body.conv1", 0)
+    with pytest.raises(ConfigError, match="widen LAYER=WIDTH"):
+        parse_stage("grow fc1")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["net2net-wider", "net2net-deeper", "net2net-explore"])
+def test_quick_reproduction(name, tmp_path):
+    outcome = run_spec(discover_specs("experiments")[name], quick=True, device="cpu", out=tmp_path)
+    assert outcome.error is None, outcome.error
+    failed = [(r.check.metric, r.measured) for r in outcome.checks if not r.passed]
+    assert not failed, failed

@@ -1,0 +1,194 @@
+"""The model-level API: reports, refusals with one clear line, symmetry breaking."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metalab.core.errors import ConfigError, MetalabError, UnknownNameError
+from metalab.net2net import (
+    GrowthRefused,
+    Residual,
+    deepen,
+    mlp,
+    preservation_error,
+    residual_cnn,
+    small_cnn,
+    widen,
+)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_widen_reports_what_changed_and_leaves_the_teacher_alone():
+    teacher = mlp(5, [4, 3], 2, norm="batch")
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student, report = widen(teacher, "fc1", 9, generator=gen())
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert (report.operation, report.layer, report.old_width, report.new_width) == (
+        "widen",
+        "fc1",
+        4,
+        9,
+    )
+    assert report.consumers == ["fc2"] and report.norms == ["bn1"]
+    assert report.mapping[:4] == [0, 1, 2, 3] and len(report.mapping) == 9
+    assert report.parameters_after == sum(p.numel() for p in student.parameters())
+    assert (
+        student.fc1.out_features == 9
+        and student.bn1.num_features == 9
+        and student.fc2.in_features == 9
+    )
+    assert "fc1 4 -> 9" in report.summary()
+    assert report.to_dict()["consumers"] == ["fc2"]
+
+
+def test_float32_students_agree_to_float_tolerance():
+    teacher = small_cnn(1, [6, 8], 10, image_size=8).eval()
+    student, _ = widen(teacher, "conv2", 20, generator=gen())
+    student, _ = deepen(student, "conv1")
+    x = torch.randn(32, 1, 8, 8)
+    assert preservation_error(teacher, student, x) < 1e-5
+    assert next(student.parameters()).dtype == torch.float32
+
+
+class FunctionalNet(nn.Module):
+    """A user's own class with functional activations and a flatten call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 4 * 4, 5)
+        self.head = nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.max_pool2d(torch.relu(self.conv(x)), 2)
+        return self.head(F.relu(self.fc(torch.flatten(h, 1))))
+
+
+def test_user_classes_with_functional_ops_are_grown_in_place():
+    net = FunctionalNet().double().eval()
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    wide, _ = widen(net, "conv", 7, generator=gen())
+    deep, report = deepen(wide, "fc")
+    assert type(deep) is FunctionalNet
+    assert report.wrapped == "fc" and report.inserted == ["fc.2"]
+    assert preservation_error(net, deep, x) < 1e-12
+    assert report.params["fc.0.weight"].source == "fc.weight"
+
+
+def test_noise_breaks_the_symmetry_between_replicas_and_no_noise_keeps_it():
+    torch.manual_seed(0)
+    teacher = mlp(4, [3], 2)
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+
+    def replica_gap(noise: float) -> float:
+        student, report = widen(teacher, "fc1", 6, noise=noise, generator=gen(1))
+        opt = torch.optim.SGD(student.parameters(), lr=0.5)
+        for _ in range(20):
+            opt.zero_grad()
+            F.cross_entropy(student(x), y).backward()
+            opt.step()
+        w, g = student.fc1.weight.detach(), torch.tensor(report.mapping)
+        return float((w - w[g]).abs().max())
+
+    assert replica_gap(0.0) < 1e-6
+    assert replica_gap(0.05) > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda m: widen(m, "stem", 8, generator=gen()), "residual sum"),
+        (lambda m: widen(m, "out", 12, generator=gen()), "model's output"),
+        (lambda m: widen(m, "block1.body.bn1", 12, generator=gen()), "not a Linear or Conv2d"),
+        (lambda m: widen(m, "block1.body.conv1", 2, generator=gen()), "new width must be >= 3"),
+        (lambda m: deepen(m, "block1.body.conv2"), "before any activation"),
+        (lambda m: deepen(m, "out"), "before any activation"),
+        (lambda m: deepen(m, "stem", kernel_size=4), "odd kernel_size"),
+        (lambda m: deepen(m, "stem", noise=0.1), "generator"),
+    ],
+)
+def test_impossible_growth_is_refused_with_one_clear_line(call, match):
+    model = residual_cnn(1, 4, 3, 5)
+    with pytest.raises(MetalabError, match=match) as info:
+        call(model)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_layers_get_suggestions():
+    with pytest.raises(UnknownNameError, match="did you mean fc1"):
+        widen(mlp(3, [4], 2), "fc", 5, generator=gen())
+
+
+@pytest.mark.parametrize("act", [nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU])
+def test_deepening_refuses_activations_where_the_identity_fails(act):
+    with pytest.raises(GrowthRefused, match=f"{act.__name__}.*phi\\(I phi\\(v\\)\\) != phi\\(v\\)"):
+        deepen(mlp(3, [4], 2, activation=act), "fc1")
+
+
+@pytest.mark.parametrize("act", [nn.Tanh, nn.GELU])
+def test_widening_works_for_any_elementwise_activation(act):
+    model = mlp(3, [4, 5], 2, activation=act).double()
+    wide, _ = widen(model, "fc2", 8, generator=gen())
+    assert preservation_error(model, wide, torch.randn(6, 3, dtype=torch.float64)) < 1e-12
+
+
+def test_layernorm_needs_a_multiple_width_and_widening_into_concatenation_is_refused():
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        widen(mlp(3, [4], 2, norm="layer"), "fc1", 6, generator=gen())
+
+    class Cat(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.out = nn.Linear(2, 3), nn.Linear(2, 3), nn.Linear(6, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(torch.cat([self.a(x), self.b(x)], dim=1))
+
+    with pytest.raises(GrowthRefused, match="concatenation"):
+        widen(Cat(), "a", 5, generator=gen())
+
+
+def test_shared_layers_and_untraceable_models_are_refused():
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.out = nn.Linear(3, 3), nn.Linear(3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.fc(torch.relu(self.fc(x))))
+
+    class Dynamic(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.out = nn.Linear(3, 3), nn.Linear(3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.fc(x)
+            return self.out(h) if h.sum() > 0 else self.out(-h)
+
+    with pytest.raises(GrowthRefused, match="called 2 times"):
+        widen(Shared(), "fc", 5, generator=gen())
+    with pytest.raises(GrowthRefused, match="cannot trace Dynamic"):
+        widen(Dynamic(), "fc", 5, generator=gen())
+
+
+def test_deepening_residual_blocks_and_after_deepened_layers():
+    model = residual_cnn(2, 4, 3, 5, blocks=2).double().eval()
+    x = torch.randn(3, 2, 6, 6, dtype=torch.float64)
+    grown, report = deepen(model, "block2.body.conv1")
+    assert isinstance(grown.block2, Residual) and report.inserted == [
+        "block2.body.act1.1",
+        "block2.body.act1.2",
+    ]
+    grown, _ = deepen(grown, "block2.body.conv1")  # twice at the same place
+    grown, _ = deepen(grown, "stem")
+    assert preservation_error(model, grown, x) < 1e-12
+    assert (
+        sum(isinstance(m, nn.Conv2d) for m in grown.modules()) == 5 + 3
+    )  # five original convolutions, three inserted
