@@ -1,0 +1,45 @@
+"""Every lopt ``--quick`` reproduction, end to end (slow: minutes each on 2 cores)."""
+
+from pathlib import Path
+
+import pytest
+
+from metalab.core.claims import run_spec
+from metalab.core.specs import load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+SPECS = [
+    ("experiments", "experiments/pes/pes-influence-balancing.toml"),
+    ("experiments", "experiments/pes/pes-toy-regression.toml"),
+    ("experiments", "experiments/pes/pes-lr-schedule.toml"),
+    ("experiments", "experiments/pes/pes-lopt-mlp.toml"),
+    pytest.param(
+        "experiments",
+        "experiments/pes/pes-many-hyperparams.toml",
+        marks=pytest.mark.xfail(
+            reason="measured: random search beats PES at --quick and 1500-step budgets",
+            strict=False,
+        ),
+    ),
+    ("theory", "theory/pes-unbiased.toml"),
+]
+
+
+_ids = [
+    "influence-balancing",
+    "toy-regression",
+    "lr-schedule",
+    "lopt-mlp",
+    "many-hyperparams",
+    "pes-unbiased",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "path"), SPECS, ids=_ids)
+def test_quick_reproduction_passes(kind, path, tmp_path):
+    spec = load_spec(REPO / path, kind=kind)
+    outcome = run_spec(spec, quick=True, device="cpu", out=tmp_path)
+    assert outcome.error is None, outcome.error
+    failed = [(r.check.metric, r.measured) for r in outcome.checks if not r.passed]
+    assert not failed, failed
