@@ -1,0 +1,17 @@
+"""The --quick reproductions of the NAS experiments (minutes each): `pytest -m slow`."""
+
+import pytest
+
+from metalab.core.claims import run_spec
+from metalab.core.specs import find_spec
+
+NAMES = ["darts-pt-vs-magnitude", "darts-skip-domination", "darts-pt-fixed-alpha"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_quick_reproduction(name, tmp_path):
+    outcome = run_spec(find_spec(name), quick=True, device="cpu", out=tmp_path)
+    assert outcome.error is None, outcome.error
+    failed = [(r.check.metric, r.measured) for r in outcome.checks if not r.passed]
+    assert not failed, f"{name}: checks failed (measured): {failed}"
