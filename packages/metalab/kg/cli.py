@@ -1,0 +1,202 @@
+"""``metalab kg``: knowledge graphs, complex-query sets and link predictors.
+
+Thin wrappers over :mod:`metalab.kg`; torch and pykeen are imported inside the commands so
+``metalab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from metalab.core.errors import ConfigError
+
+__all__ = ["kg"]
+
+_DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N"
+_DATASET_HELP = (
+    "bundled pykeen dataset (nations, kinships, umls) or a folder of train/valid/test TSV files"
+)
+
+
+@click.group("kg")
+def kg() -> None:
+    """Knowledge graphs, BetaE-style complex queries and pykeen link predictors (CQD)."""
+
+
+@kg.command("train")
+@click.option("--dataset", required=True, help=_DATASET_HELP)
+@click.option("--model", default="complex", show_default=True, help="any pykeen model name")
+@click.option("--epochs", type=int, default=100, show_default=True)
+@click.option("--dim", type=int, default=200, show_default=True, help="embedding dimension (rank)")
+@click.option("--batch-size", type=int, default=500, show_default=True)
+@click.option("--lr", type=float, default=0.1, show_default=True)
+@click.option(
+    "--regularizer-weight", type=float, default=0.005, show_default=True, help="N3 weight"
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch threads while training")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="folder to save the model in [default: models/DATASET-MODEL]",
+)
+@click.option("--device", default="auto", show_default=True, help=_DEVICE_HELP)
+def train(
+    dataset: str,
+    model: str,
+    epochs: int,
+    dim: int,
+    batch_size: int,
+    lr: float,
+    regularizer_weight: float,
+    seed: int,
+    threads: int | None,
+    out: Path | None,
+    device: str,
+) -> None:
+    """Train a link predictor (default: CQD's ComplEx-N3 recipe), save it and report test MRR."""
+    from metalab.core.device import resolve_device
+    from metalab.core.seeding import make_generator
+    from metalab.kg.evaluation import evaluate_link_prediction
+    from metalab.kg.graphs import load_graph
+    from metalab.kg.predictors import PredictorConfig
+    from metalab.kg.training import save_link_predictor, train_link_predictor
+
+    resolved = resolve_device(device)
+    graph = load_graph(dataset)
+    config = PredictorConfig(
+        model=model,
+        dim=dim,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        regularizer_weight=regularizer_weight,
+    )
+    predictor = train_link_predictor(
+        graph, config, generator=make_generator(seed, "init"), device=resolved, num_threads=threads
+    )
+    folder = save_link_predictor(predictor, out or Path("models") / f"{graph.name}-{model.lower()}")
+    metrics = evaluate_link_prediction(predictor, graph, split="test")
+    seconds = predictor.metadata["training"]["seconds"]
+    click.echo(
+        f"trained {model} on {graph.name} ({graph.num_entities} entities, "
+        f"{graph.num_relations} relations) in {seconds:.1f} s on {resolved}"
+    )
+    click.echo(_metrics_line("test", metrics))
+    click.echo(f"saved to {folder}")
+
+
+@kg.command("evaluate-links")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--dataset", default=None, help=f"{_DATASET_HELP} [default: the model's]")
+@click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
+@click.option("--device", default="auto", show_default=True, help=_DEVICE_HELP)
+def evaluate_links(
+    model: Path, dataset: str | None, split: str, as_json: bool, device: str
+) -> None:
+    """Filtered link-prediction MRR/Hits of a saved MODEL (1p, both directions)."""
+    from metalab.core.device import resolve_device
+    from metalab.kg.evaluation import evaluate_link_prediction
+    from metalab.kg.graphs import load_graph
+    from metalab.kg.training import load_link_predictor
+
+    predictor = load_link_predictor(model, device=resolve_device(device))
+    name = dataset or predictor.metadata.get("dataset_source", "")
+    name = name.removeprefix("pykeen:") if isinstance(name, str) else ""
+    if not name:
+        raise ConfigError(f"{model}: metadata names no dataset; pass --dataset")
+    metrics = evaluate_link_prediction(predictor, load_graph(name), split=split)
+    click.echo(json.dumps(metrics) if as_json else _metrics_line(split, metrics))
+
+
+def _metrics_line(split: str, metrics: dict[str, float]) -> str:
+    return (
+        f"{split}: MRR {metrics['mrr']:.4f}  Hits@1 {metrics['hits@1']:.4f}  "
+        f"Hits@3 {metrics['hits@3']:.4f}  Hits@10 {metrics['hits@10']:.4f}  "
+        f"({int(metrics['triples'])} triples, filtered, both directions)"
+    )
+
+
+@kg.group("queries")
+def queries() -> None:
+    """Generate BetaE-style complex-query sets and summarize query sets."""
+
+
+@queries.command("generate")
+@click.option("--dataset", required=True, help=_DATASET_HELP)
+@click.option("--per-structure", type=int, default=100, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--splits", default="valid,test", show_default=True, help="comma-separated: train,valid,test"
+)
+@click.option(
+    "--structures", default="all", show_default=True, help="comma-separated BetaE names or 'all'"
+)
+@click.option("--max-answers", type=int, default=None, help="BetaE's cap on answers per query")
+@click.option("--no-reciprocal", is_flag=True, help="do not walk inverse relations")
+@click.option(
+    "--max-attempts",
+    type=int,
+    default=None,
+    help="candidates tried per structure [default: 200 × per-structure + 1000]",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+def generate(
+    dataset: str,
+    per_structure: int,
+    out: Path,
+    splits: str,
+    structures: str,
+    max_answers: int | None,
+    no_reciprocal: bool,
+    max_attempts: int | None,
+    seed: int,
+) -> None:
+    """Generate queries of the 14 BetaE structures with easy/hard answers into OUT."""
+    from metalab.kg.graphs import load_graph
+    from metalab.kg.querysets import format_stats_table, query_set_stats
+    from metalab.kg.workflows import generate_query_set
+
+    names = None if structures == "all" else [s.strip() for s in structures.split(",") if s.strip()]
+    query_set = generate_query_set(
+        load_graph(dataset),
+        out,
+        splits=[s.strip() for s in splits.split(",") if s.strip()],
+        per_structure=per_structure,
+        structures=names,
+        max_answers=max_answers,
+        reciprocal=not no_reciprocal,
+        max_attempts=max_attempts,
+        seed=seed,
+    )
+    click.echo(format_stats_table(query_set_stats(query_set)))
+    short = {
+        s: {k: v for k, v in g["accepted"].items() if v < per_structure}
+        for s, g in query_set.meta["generation"].items()
+    }
+    for split, missing in short.items():
+        if missing:
+            click.echo(
+                f"note: {split}: fewer than {per_structure} distinct queries found for "
+                f"{', '.join(f'{k} ({v})' for k, v in missing.items())}"
+            )
+    click.echo(f"saved to {out}")
+
+
+@queries.command("stats")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print the statistics as JSON")
+def stats(folder: Path, as_json: bool) -> None:
+    """Counts, answer sizes and single-missing-link share of a query-set FOLDER.
+
+    FOLDER is one written by `queries generate` or a BetaE/Query2Box pickle folder.
+    """
+    from metalab.kg.querysets import format_stats_table, load_query_set, query_set_stats
+
+    table = query_set_stats(load_query_set(folder))
+    click.echo(json.dumps(table, indent=2) if as_json else format_stats_table(table))

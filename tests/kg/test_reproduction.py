@@ -1,0 +1,19 @@
+"""The kg experiments at --quick scale (slow: about a minute on 2 cores)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from metalab.core.claims import run_spec
+from metalab.core.specs import find_spec
+
+
+@pytest.mark.slow
+def test_kg_link_prediction_quick_reproduces(tmp_path: Path) -> None:
+    outcome = run_spec(find_spec("kg-link-prediction", "experiments"), quick=True, device="cpu",
+                       out=tmp_path)
+    assert outcome.error is None, outcome.error
+    assert outcome.passed, [(c.check.metric, c.measured) for c in outcome.checks]
+    assert (outcome.run_dir / "figures" / "training_loss.png").is_file()
