@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from pathlib import Path
 from typing import Any
 
 import click
@@ -38,15 +39,23 @@ _SUBCOMMANDS = {
 
 
 def _available() -> dict[str, tuple[str, str]]:
-    """The registered subcommands whose module is present (subpackages land one by one)."""
+    """The registered subcommands whose module is present (subpackages land one by one).
+
+    Looks for the file without importing the subpackage, whose ``__init__`` may import torch.
+    """
     found = {}
     for name, (target, help_text) in _SUBCOMMANDS.items():
-        module_name = target.partition(":")[0]
-        try:
-            present = importlib.util.find_spec(module_name) is not None
-        except ModuleNotFoundError:
-            present = False
-        if present:
+        package, _, module = target.partition(":")[0].rpartition(".")
+        spec = importlib.util.find_spec(package.rpartition(".")[0])  # metalab, already imported
+        roots = (
+            [
+                Path(root) / package.rpartition(".")[2]
+                for root in spec.submodule_search_locations or []
+            ]
+            if spec
+            else []
+        )
+        if any((root / f"{module}.py").is_file() or (root / module).is_dir() for root in roots):
             found[name] = (target, help_text)
     return found
 

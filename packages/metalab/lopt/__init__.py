@@ -12,41 +12,50 @@ Example:
     ...     generator=torch.Generator().manual_seed(0))
 """
 
-from metalab.lopt.backprop import TBPTT, FullBPTT, FullBPTTState, TBPTTState
-from metalab.lopt.base import Estimate, GradientEstimator
-from metalab.lopt.es import PES, FullES, FullESState, PESState, TruncatedES, TruncatedESState
-from metalab.lopt.mlp_lopt import MLPLOptShapes, Segments, init_mlp_lopt, mlp_lopt_step
-from metalab.lopt.registry import (
-    estimator_names,
-    estimator_resolver,
-    make_estimator,
-    make_system,
-    system_names,
-    system_resolver,
-)
-from metalab.lopt.systems import Layout, State, UnrolledSystem, Window, clean_losses, unroll
-from metalab.lopt.tasks import (
-    DigitsMLP,
-    LearnedOptimizerSystem,
-    ScheduledSGDSystem,
-    load_digits_tensors,
-    load_mnist_split,
-)
-from metalab.lopt.toy_systems import (
-    InfluenceBalancing,
-    LinearQuadratic,
-    ToyRegression,
-    linear_quadratic_loss,
-)
-from metalab.lopt.training import (
-    EstimateReport,
-    EstimateStats,
-    MetaTrainResult,
-    estimate_on_system,
-    estimate_statistics,
-    full_meta_loss,
-    meta_train,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# module -> names; imported on first use so that `metalab lopt --help` does not import torch
+_EXPORTS = {
+    "backprop": ["TBPTT", "FullBPTT", "FullBPTTState", "TBPTTState"],
+    "base": ["Estimate", "GradientEstimator"],
+    "es": ["PES", "FullES", "FullESState", "PESState", "TruncatedES", "TruncatedESState"],
+    "mlp_lopt": ["MLPLOptShapes", "Segments", "init_mlp_lopt", "mlp_lopt_step"],
+    "registry": [
+        "estimator_names",
+        "estimator_resolver",
+        "make_estimator",
+        "make_system",
+        "system_names",
+        "system_resolver",
+    ],
+    "systems": ["Layout", "State", "UnrolledSystem", "Window", "clean_losses", "unroll"],
+    "tasks": [
+        "DigitsMLP",
+        "LearnedOptimizerSystem",
+        "ScheduledSGDSystem",
+        "load_digits_tensors",
+        "load_mnist_split",
+    ],
+    "toy_systems": [
+        "InfluenceBalancing",
+        "LinearQuadratic",
+        "ToyRegression",
+        "linear_quadratic_loss",
+    ],
+    "training": [
+        "EstimateReport",
+        "EstimateStats",
+        "MetaTrainResult",
+        "estimate_on_system",
+        "estimate_statistics",
+        "full_meta_loss",
+        "meta_train",
+    ],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "PES",
@@ -94,3 +103,53 @@ __all__ = [
     "system_resolver",
     "unroll",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'metalab.lopt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"metalab.lopt.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
+    from metalab.lopt.backprop import TBPTT, FullBPTT, FullBPTTState, TBPTTState
+    from metalab.lopt.base import Estimate, GradientEstimator
+    from metalab.lopt.es import PES, FullES, FullESState, PESState, TruncatedES, TruncatedESState
+    from metalab.lopt.mlp_lopt import MLPLOptShapes, Segments, init_mlp_lopt, mlp_lopt_step
+    from metalab.lopt.registry import (
+        estimator_names,
+        estimator_resolver,
+        make_estimator,
+        make_system,
+        system_names,
+        system_resolver,
+    )
+    from metalab.lopt.systems import Layout, State, UnrolledSystem, Window, clean_losses, unroll
+    from metalab.lopt.tasks import (
+        DigitsMLP,
+        LearnedOptimizerSystem,
+        ScheduledSGDSystem,
+        load_digits_tensors,
+        load_mnist_split,
+    )
+    from metalab.lopt.toy_systems import (
+        InfluenceBalancing,
+        LinearQuadratic,
+        ToyRegression,
+        linear_quadratic_loss,
+    )
+    from metalab.lopt.training import (
+        EstimateReport,
+        EstimateStats,
+        MetaTrainResult,
+        estimate_on_system,
+        estimate_statistics,
+        full_meta_loss,
+        meta_train,
+    )

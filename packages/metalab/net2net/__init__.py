@@ -15,21 +15,30 @@ a :class:`GrowthReport`; :func:`transfer_optimizer` carries or resets optimizer 
     True
 """
 
-from metalab.net2net.arch import build_model, describe_model, load_model, save_model
-from metalab.net2net.graph import GrowthRefused
-from metalab.net2net.grow import GrowOutcome, grow_file, grow_model, parse_widen
-from metalab.net2net.models import Residual, mlp, residual_cnn, small_cnn
-from metalab.net2net.ops import (
-    identity_batchnorm,
-    identity_conv2d,
-    identity_linear,
-    replica_counts,
-    split_incoming,
-    wider_mapping,
-)
-from metalab.net2net.optim import transfer_optimizer
-from metalab.net2net.report import GrowthReport, ParamChange, preservation_error
-from metalab.net2net.transforms import deepen, widen
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# module -> names; imported on first use so that `metalab net2net --help` does not import torch
+_EXPORTS = {
+    "arch": ["build_model", "describe_model", "load_model", "save_model"],
+    "graph": ["GrowthRefused"],
+    "grow": ["GrowOutcome", "grow_file", "grow_model", "parse_widen"],
+    "models": ["Residual", "mlp", "residual_cnn", "small_cnn"],
+    "ops": [
+        "identity_batchnorm",
+        "identity_conv2d",
+        "identity_linear",
+        "replica_counts",
+        "split_incoming",
+        "wider_mapping",
+    ],
+    "optim": ["transfer_optimizer"],
+    "report": ["GrowthReport", "ParamChange", "preservation_error"],
+    "transforms": ["deepen", "widen"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "GrowOutcome",
@@ -58,3 +67,33 @@ __all__ = [
     "widen",
     "wider_mapping",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'metalab.net2net' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"metalab.net2net.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
+    from metalab.net2net.arch import build_model, describe_model, load_model, save_model
+    from metalab.net2net.graph import GrowthRefused
+    from metalab.net2net.grow import GrowOutcome, grow_file, grow_model, parse_widen
+    from metalab.net2net.models import Residual, mlp, residual_cnn, small_cnn
+    from metalab.net2net.ops import (
+        identity_batchnorm,
+        identity_conv2d,
+        identity_linear,
+        replica_counts,
+        split_incoming,
+        wider_mapping,
+    )
+    from metalab.net2net.optim import transfer_optimizer
+    from metalab.net2net.report import GrowthReport, ParamChange, preservation_error
+    from metalab.net2net.transforms import deepen, widen
