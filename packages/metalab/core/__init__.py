@@ -9,8 +9,9 @@ start-up) does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from metalab.core.lazy import lazy_exports
 
 _EXPORTS = {
     "errors": [
@@ -52,7 +53,6 @@ _EXPORTS = {
     "claims": ["CheckResult", "Outcome", "RunConfig", "evaluate_checks", "run_spec"],
     "environment": ["environment_info", "git_commit"],
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "Check",
@@ -113,17 +113,7 @@ __all__ = [
     "train_supervised",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'metalab.core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"metalab.core.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # static re-exports for type checkers and IDEs

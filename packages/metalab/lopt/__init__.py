@@ -14,8 +14,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from metalab.core.lazy import lazy_exports
 
 # module -> names; imported on first use so that `metalab lopt --help` does not import torch
 _EXPORTS = {
@@ -55,7 +56,6 @@ _EXPORTS = {
         "meta_train",
     ],
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "PES",
@@ -104,17 +104,7 @@ __all__ = [
     "unroll",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'metalab.lopt' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"metalab.lopt.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # static re-exports for type checkers and IDEs

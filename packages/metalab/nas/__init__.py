@@ -9,8 +9,9 @@ importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from metalab.core.lazy import lazy_exports
 
 _EXPORTS = {
     "bench": ["CellResult", "TrainRecipe", "build_table", "merge_tables", "train_cell"],
@@ -45,7 +46,6 @@ _EXPORTS = {
     "table": ["TABLE_FORMAT", "BenchTable", "load_table", "shipped_table_path"],
     "trajectory": ["Trajectory", "follow_search", "search_and_select"],
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "DARTS_OPS",
@@ -95,17 +95,7 @@ __all__ = [
     "train_cell",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'metalab.nas' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"metalab.nas.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # static re-exports for type checkers and IDEs

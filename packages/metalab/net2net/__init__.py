@@ -17,8 +17,9 @@ a :class:`GrowthReport`; :func:`transfer_optimizer` carries or resets optimizer 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from metalab.core.lazy import lazy_exports
 
 # module -> names; imported on first use so that `metalab net2net --help` does not import torch
 _EXPORTS = {
@@ -38,7 +39,6 @@ _EXPORTS = {
     "report": ["GrowthReport", "ParamChange", "preservation_error"],
     "transforms": ["deepen", "widen"],
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "GrowOutcome",
@@ -68,17 +68,7 @@ __all__ = [
     "wider_mapping",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'metalab.net2net' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"metalab.net2net.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
