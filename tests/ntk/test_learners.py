@@ -179,3 +179,39 @@ def test_run_asgd_rejects_bad_lanes() -> None:
                   torch.tensor([2]))
     with pytest.raises(ConfigError, match="horizon"):
         run_asgd({}, lanes, DataStream(2, 2, 0.5), generator=_gen())
+
+
+def test_float32_network_matches_float64_on_the_same_stream() -> None:
+    spec = ntk_spectrum(make_activation("swish"), dim=2, max_degree=60)
+    target = make_source_target(spec, r=1.0, max_degree=16, generator=_gen())
+    lanes = Lanes(torch.tensor([2000, 2000]), torch.tensor([0.01, 0.003], dtype=torch.float64),
+                  torch.full((2,), 1 / (4 * spec.kappa_one), dtype=torch.float64),
+                  target.coef.expand(2, -1).clone(), torch.tensor([512, 512]))
+    risks = {}
+    for kind in (torch.float32, torch.float64):
+        net = NetworkASGD(make_activation("swish"), dim=2, quadrature=64, dtype=kind)
+        risks[kind] = run_asgd({"network": net}, lanes, DataStream(2, 16, 0.5),
+                               generator=_gen(7))["network"]
+    for field in ("averaged", "last"):
+        low, high = getattr(risks[torch.float32], field), getattr(risks[torch.float64], field)
+        torch.testing.assert_close(low, high, rtol=1e-3, atol=0.0)
+
+
+def test_float32_network_keeps_a_float64_running_sum() -> None:
+    # 10⁵ float32 additions of near-equal iterates round systematically (ulp(10⁵) ≈ 0.008):
+    # at T = 10⁵ that biased the averaged network (circle r = 1 risk 0.6× the kernel's)
+    lanes = Lanes(torch.tensor([10]), torch.tensor([0.01], dtype=torch.float64),
+                  torch.full((1,), 0.2, dtype=torch.float64),
+                  torch.zeros(1, 5, dtype=torch.float64), torch.tensor([8]))
+    state = NetworkASGD(make_activation("swish"), dim=2, quadrature=8,
+                        dtype=torch.float32).init(lanes, generator=_gen())
+    assert state.params.dtype == torch.float32
+    assert state.total.dtype == torch.float64
+
+
+def test_model_config_rejects_unknown_network_dtype() -> None:
+    from metalab.ntk import ModelConfig
+
+    assert ModelConfig(network_dtype="float32").torch_dtype() == torch.float32
+    with pytest.raises(ConfigError, match="network_dtype"):
+        ModelConfig(network_dtype="float16").torch_dtype()

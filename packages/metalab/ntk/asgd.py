@@ -182,7 +182,9 @@ class NetworkASGD:
         rate = (lanes.eta * lanes.lam)[:, None, None]
         kind = self.dtype
         return NetworkState(
-            params=p0.to(kind).clone(), total=p0.to(kind).clone(), anchor=(rate * p0).to(kind),
+            # the running sum stays float64: ~10⁵ float32 additions of near-equal terms
+            # round systematically (ulp(10⁵) ≈ 0.008), which biased the average at T = 10⁵
+            params=p0.to(kind).clone(), total=p0.double().clone(), anchor=(rate * p0).to(kind),
             decay=(1 - rate).to(kind), lr=lanes.eta.to(kind),
             mask=width_mask(widths, dtype=kind),
             scale=lanes.width.double().rsqrt().to(kind), width=lanes.width.clone(),
@@ -200,7 +202,7 @@ class NetworkASGD:
         act, dact = self.activation.value_and_derivative(pre)
         act = act * state.mask
         a = p[:, 0]
-        err = (a * act).sum(-1) * state.scale - y
+        err = (a * act).sum(-1) * state.scale - y.to(p.dtype)
         g = (state.lr * err * state.scale).unsqueeze(-1)
         w = (a * dact * g).unsqueeze(1)
         p.mul_(state.decay).add_(state.anchor)

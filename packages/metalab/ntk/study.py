@@ -43,6 +43,7 @@ __all__ = [
 
 _TARGET_DEGREE = {2: 64, 3: 16}
 _SPECTRUM_DEGREE = {2: 300, 3: 120}
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,18 @@ class ModelConfig:
     eta_scale: float = 1.0
     noise_half_width: float = 0.5
     sup_norm: float = 0.5
+    network_dtype: str = "float64"  # "float32" halves the network's memory traffic
+
+    def torch_dtype(self) -> torch.dtype:
+        """The network learner's floating type (the kernel learner always uses float64).
+
+        Raises:
+            ConfigError: anything but ``"float32"`` or ``"float64"``.
+        """
+        if self.network_dtype not in _DTYPES:
+            raise ConfigError(f"network_dtype must be one of {sorted(_DTYPES)}, "
+                              f"got {self.network_dtype!r}")
+        return _DTYPES[self.network_dtype]
 
     def make_activation(self) -> Activation:
         """The activation (sharpness applies to swish only)."""
@@ -174,7 +187,8 @@ def run_problems(
     }
     if network:
         learners["network"] = NetworkASGD(model.make_activation(), dim=dim, radius=model.radius,
-                                          gamma=model.gamma, quadrature=4 * degree)
+                                          gamma=model.gamma, quadrature=4 * degree,
+                                          dtype=model.torch_dtype())
     lanes = _lanes(problems, horizons, seeds, model.width)
     stream = DataStream(dim, degree, model.noise_half_width)
     results: dict[str, ASGDResult] = run_asgd(learners, lanes, stream, generator=generator)
