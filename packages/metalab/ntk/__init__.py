@@ -12,63 +12,72 @@ Example:
     1.25
 """
 
-from metalab.ntk.activations import (
-    Activation,
-    ReLU,
-    Sigmoid,
-    Swish,
-    Tanh,
-    activation_names,
-    activation_resolver,
-    make_activation,
-)
-from metalab.ntk.asgd import (
-    ASGDResult,
-    DataStream,
-    KernelASGD,
-    KernelState,
-    Lanes,
-    Learner,
-    NetworkASGD,
-    NetworkState,
-    run_asgd,
-    stack_lanes,
-)
-from metalab.ntk.empirical import SpectrumComparison, compare_spectra
-from metalab.ntk.network import (
-    augment_inputs,
-    empirical_ntk,
-    network_forward,
-    single_network_output,
-    symmetric_init,
-    width_mask,
-)
-from metalab.ntk.spectrum import (
-    NTKSpectrum,
-    funk_hecke_eigenvalues,
-    gegenbauer_normalized,
-    harmonic_multiplicity,
-    ntk_dot_kernel,
-    ntk_spectrum,
-)
-from metalab.ntk.sphere import basis_degrees, harmonic_basis, sample_sphere, sphere_quadrature
-from metalab.ntk.study import (
-    ModelConfig,
-    Problem,
-    Setting,
-    fit_rate,
-    horizon_grid,
-    make_problem,
-    run_problems,
-)
-from metalab.ntk.targets import SourceTarget, make_source_target, source_energies
-from metalab.ntk.theory import (
-    balanced_lambda0,
-    last_iterate_plateau,
-    predicted_exponent,
-    regularization,
-    ridge_proxy,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from metalab.core.lazy import lazy_exports
+
+# module -> names; imported on first use so that `metalab ntk --help` does not import torch
+_EXPORTS = {
+    "activations": [
+        "Activation",
+        "ReLU",
+        "Sigmoid",
+        "Swish",
+        "Tanh",
+        "activation_names",
+        "activation_resolver",
+        "make_activation",
+    ],
+    "asgd": [
+        "ASGDResult",
+        "DataStream",
+        "KernelASGD",
+        "KernelState",
+        "Lanes",
+        "Learner",
+        "NetworkASGD",
+        "NetworkState",
+        "run_asgd",
+        "stack_lanes",
+    ],
+    "empirical": ["SpectrumComparison", "compare_spectra"],
+    "network": [
+        "augment_inputs",
+        "empirical_ntk",
+        "network_forward",
+        "single_network_output",
+        "symmetric_init",
+        "width_mask",
+    ],
+    "spectrum": [
+        "NTKSpectrum",
+        "funk_hecke_eigenvalues",
+        "gegenbauer_normalized",
+        "harmonic_multiplicity",
+        "ntk_dot_kernel",
+        "ntk_spectrum",
+    ],
+    "sphere": ["basis_degrees", "harmonic_basis", "sample_sphere", "sphere_quadrature"],
+    "study": [
+        "ModelConfig",
+        "Problem",
+        "Setting",
+        "fit_rate",
+        "horizon_grid",
+        "make_problem",
+        "run_problems",
+    ],
+    "targets": ["SourceTarget", "make_source_target", "source_energies"],
+    "theory": [
+        "balanced_lambda0",
+        "last_iterate_plateau",
+        "predicted_exponent",
+        "regularization",
+        "ridge_proxy",
+    ],
+}
 
 __all__ = [
     "ASGDResult",
@@ -123,3 +132,65 @@ __all__ = [
     "symmetric_init",
     "width_mask",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
+    from metalab.ntk.activations import (
+        Activation,
+        ReLU,
+        Sigmoid,
+        Swish,
+        Tanh,
+        activation_names,
+        activation_resolver,
+        make_activation,
+    )
+    from metalab.ntk.asgd import (
+        ASGDResult,
+        DataStream,
+        KernelASGD,
+        KernelState,
+        Lanes,
+        Learner,
+        NetworkASGD,
+        NetworkState,
+        run_asgd,
+        stack_lanes,
+    )
+    from metalab.ntk.empirical import SpectrumComparison, compare_spectra
+    from metalab.ntk.network import (
+        augment_inputs,
+        empirical_ntk,
+        network_forward,
+        single_network_output,
+        symmetric_init,
+        width_mask,
+    )
+    from metalab.ntk.spectrum import (
+        NTKSpectrum,
+        funk_hecke_eigenvalues,
+        gegenbauer_normalized,
+        harmonic_multiplicity,
+        ntk_dot_kernel,
+        ntk_spectrum,
+    )
+    from metalab.ntk.sphere import basis_degrees, harmonic_basis, sample_sphere, sphere_quadrature
+    from metalab.ntk.study import (
+        ModelConfig,
+        Problem,
+        Setting,
+        fit_rate,
+        horizon_grid,
+        make_problem,
+        run_problems,
+    )
+    from metalab.ntk.targets import SourceTarget, make_source_target, source_energies
+    from metalab.ntk.theory import (
+        balanced_lambda0,
+        last_iterate_plateau,
+        predicted_exponent,
+        regularization,
+        ridge_proxy,
+    )
