@@ -12,8 +12,9 @@ from metalab.core.specs import find_spec
 
 @pytest.mark.slow
 def test_kg_link_prediction_quick_reproduces(tmp_path: Path) -> None:
-    outcome = run_spec(find_spec("kg-link-prediction", "experiments"), quick=True, device="cpu",
-                       out=tmp_path)
+    outcome = run_spec(
+        find_spec("kg-link-prediction", "experiments"), quick=True, device="cpu", out=tmp_path
+    )
     assert outcome.error is None, outcome.error
     assert outcome.passed, [(c.check.metric, c.measured) for c in outcome.checks]
     assert (outcome.run_dir / "figures" / "training_loss.png").is_file()

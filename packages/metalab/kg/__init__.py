@@ -11,6 +11,11 @@ The pieces CQD's solvers build on (Arakelyan et al. 2021):
 - link predictors through pykeen (:func:`train_link_predictor`, default ComplEx-N3) with
   the batched scoring interface :class:`LinkPredictor` (``score_tails`` etc.), saved as
   weights + JSON metadata;
+- CQD (:mod:`~metalab.kg.tnorms`, :mod:`~metalab.kg.query_language`,
+  :mod:`~metalab.kg.solvers`, :mod:`~metalab.kg.explanations`, :mod:`~metalab.kg.answering`):
+  t-norms, a query language (``QUERIES.md``), CQD-Beam and exact max-product solvers batched
+  over queries, CQD-CO (:func:`solve_co`), explanations of every answer
+  (:func:`answer_query`) and per-structure MRR (:func:`evaluate_queries`);
 - evaluation: filtered ranks of the BetaE protocol (:func:`rank_answers`,
   :func:`evaluate_link_prediction`).
 
@@ -19,8 +24,9 @@ Names are re-exported lazily so that ``metalab kg --help`` does not import torch
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from metalab.core.lazy import lazy_exports
 
 _EXPORTS = {
     "graphs": [
@@ -93,8 +99,14 @@ _EXPORTS = {
         "rank_answers",
     ],
     "workflows": ["generate_query_set"],
+    "tnorms": ["Godel", "Lukasiewicz", "Product", "TNorm", "make_tnorm", "negation", "tnorm_names"],
+    "query_language": ["ParsedQuery", "QuerySyntaxError", "parse_query"],
+    "solvers": ["SOLVERS", "Solution", "SolverConfig", "solve"],
+    "explanations": ["ExplainedAtom", "Explanation", "explain", "rescore_explanation"],
+    "answering": ["QueryAnswers", "answer_query", "format_answers", "known_edges"],
+    "co": ["solve_co"],
+    "cqd_evaluation": ["evaluate_queries", "format_structure_table"],
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "ALLOWED_GLOBALS",
@@ -105,73 +117,89 @@ __all__ = [
     "INVERSE_SUFFIX",
     "PREDICTOR_FORMAT",
     "QUERY_SET_FORMAT",
+    "SOLVERS",
     "SPLITS",
     "STRUCTURES",
     "STRUCTURE_NAMES",
     "Anchor",
     "AnswerRanks",
+    "ExplainedAtom",
+    "Explanation",
     "GenerationReport",
+    "Godel",
     "GraphFileError",
     "GraphIndex",
     "GroundedQuery",
     "Intersection",
     "KnowledgeGraph",
     "LinkPredictor",
+    "Lukasiewicz",
     "Negation",
+    "ParsedQuery",
     "PredictorConfig",
+    "Product",
     "Projection",
     "Query",
+    "QueryAnswers",
     "QueryFormatError",
     "QuerySet",
+    "QuerySyntaxError",
     "RestrictedUnpickler",
+    "Solution",
+    "SolverConfig",
+    "TNorm",
     "Union",
     "UnsafePickleError",
     "Vocabulary",
     "answer_masks",
+    "answer_query",
     "build_pykeen_model",
     "evaluate_link_prediction",
+    "evaluate_queries",
+    "explain",
     "filtered_ranks",
+    "format_answers",
     "format_stats_table",
+    "format_structure_table",
     "from_betae",
     "generate_queries",
     "generate_query_set",
     "inverse_relation",
+    "known_edges",
     "load_betae_folder",
     "load_graph",
     "load_link_predictor",
     "load_query_set",
+    "make_tnorm",
     "metrics_by_structure",
+    "negation",
+    "parse_query",
     "query_from_json",
     "query_metrics",
     "query_set_stats",
     "query_to_json",
     "rank_answers",
     "read_triples_file",
+    "rescore_explanation",
     "resolve_model_class",
     "safe_load_pickle",
     "save_link_predictor",
     "save_query_set",
+    "solve",
+    "solve_co",
     "structure_name",
     "template_of",
+    "tnorm_names",
     "to_betae",
     "train_link_predictor",
     "with_reciprocals",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'metalab.kg' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"metalab.kg.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
+    from metalab.kg.answering import QueryAnswers, answer_query, format_answers, known_edges
     from metalab.kg.betae import (
         ALLOWED_GLOBALS,
         RestrictedUnpickler,
@@ -179,6 +207,8 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         load_betae_folder,
         safe_load_pickle,
     )
+    from metalab.kg.co import solve_co
+    from metalab.kg.cqd_evaluation import evaluate_queries, format_structure_table
     from metalab.kg.evaluation import (
         HITS_AT,
         AnswerRanks,
@@ -189,6 +219,7 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         query_metrics,
         rank_answers,
     )
+    from metalab.kg.explanations import ExplainedAtom, Explanation, explain, rescore_explanation
     from metalab.kg.generation import GenerationReport, GraphIndex, GroundedQuery, generate_queries
     from metalab.kg.graphs import (
         BUNDLED_DATASETS,
@@ -227,6 +258,7 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         template_of,
         to_betae,
     )
+    from metalab.kg.query_language import ParsedQuery, QuerySyntaxError, parse_query
     from metalab.kg.querysets import (
         QUERY_SET_FORMAT,
         QuerySet,
@@ -234,6 +266,16 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         load_query_set,
         query_set_stats,
         save_query_set,
+    )
+    from metalab.kg.solvers import SOLVERS, Solution, SolverConfig, solve
+    from metalab.kg.tnorms import (
+        Godel,
+        Lukasiewicz,
+        Product,
+        TNorm,
+        make_tnorm,
+        negation,
+        tnorm_names,
     )
     from metalab.kg.training import (
         PREDICTOR_FORMAT,

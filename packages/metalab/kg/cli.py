@@ -200,3 +200,115 @@ def stats(folder: Path, as_json: bool) -> None:
 
     table = query_set_stats(load_query_set(folder))
     click.echo(json.dumps(table, indent=2) if as_json else format_stats_table(table))
+
+
+@kg.command("answer")
+@click.argument("query")
+@click.option("--model", type=click.Path(path_type=Path), required=True, help="saved predictor")
+@click.option(
+    "--solver", type=click.Choice(["beam", "co", "exact"]), default="beam", show_default=True
+)
+@click.option("--k", "beam_k", type=int, default=16, show_default=True, help="beam width")
+@click.option("--top", type=int, default=10, show_default=True, help="answers to print")
+@click.option("--tnorm", default="product", show_default=True, help="product, godel or lukasiewicz")
+@click.option("--union", type=click.Choice(["max", "tconorm"]), default="max", show_default=True)
+@click.option("--explain", "explain_flag", is_flag=True, help="show each answer's explanation")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.option(
+    "--dataset", default=None, help=f"{_DATASET_HELP}, to mark known edges [default: the model's]"
+)
+@click.option("--device", default="auto", show_default=True, help=_DEVICE_HELP)
+def answer(
+    query: str,
+    model: Path,
+    solver: str,
+    beam_k: int,
+    top: int,
+    tnorm: str,
+    union: str,
+    explain_flag: bool,
+    as_json: bool,
+    dataset: str | None,
+    device: str,
+) -> None:
+    """Answer a complex QUERY with CQD (grammar: packages/metalab/kg/QUERIES.md).
+
+    Example: metalab kg answer --model models/nations-complex --explain
+    "treaties(usa, ?y) & embassy(?y, ?x)"
+    """
+    from metalab.core.device import resolve_device
+    from metalab.kg.answering import answer_query, format_answers, known_edges
+    from metalab.kg.graphs import load_graph
+    from metalab.kg.solvers import SolverConfig
+    from metalab.kg.training import load_link_predictor
+
+    config = SolverConfig(solver=solver, k=beam_k, tnorm=tnorm, union=union)
+    predictor = load_link_predictor(model, device=resolve_device(device))
+    known = None
+    if explain_flag:
+        name = dataset or str(predictor.metadata.get("dataset_source", "")).removeprefix("pykeen:")
+        graph = load_graph(name) if name else None
+        if graph is not None and graph.entities.names != predictor.entities.names:
+            raise ConfigError(f"dataset {name!r} has other entities than the model {model}")
+        known = known_edges(graph) if graph is not None else None
+    result = answer_query(
+        predictor, query, config, top=top, explain_answers=explain_flag, known=known
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_json(predictor), indent=2))
+    else:
+        click.echo(format_answers(result, predictor))
+
+
+@kg.command("evaluate")
+@click.option("--model", type=click.Path(path_type=Path), required=True, help="saved predictor")
+@click.option(
+    "--queries",
+    "folder",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="query-set folder (`metalab kg queries generate` or BetaE pickles)",
+)
+@click.option(
+    "--solver",
+    "solvers",
+    default="beam",
+    show_default=True,
+    help="comma-separated: beam, co, exact",
+)
+@click.option("--split", default="test", show_default=True)
+@click.option("--k", "beam_k", type=int, default=16, show_default=True, help="beam width")
+@click.option("--tnorm", default="product", show_default=True)
+@click.option("--co-steps", type=int, default=1000, show_default=True)
+@click.option("--structures", default="all", show_default=True, help="comma-separated or 'all'")
+@click.option("--json", "as_json", is_flag=True, help="print the tables as JSON")
+@click.option("--device", default="auto", show_default=True, help=_DEVICE_HELP)
+def evaluate(
+    model: Path,
+    folder: Path,
+    solvers: str,
+    split: str,
+    beam_k: int,
+    tnorm: str,
+    co_steps: int,
+    structures: str,
+    as_json: bool,
+    device: str,
+) -> None:
+    """Per-structure filtered MRR/Hits of CQD solvers on a query set (CQD Table 2)."""
+    from metalab.core.device import resolve_device
+    from metalab.kg.cqd_evaluation import evaluate_queries, format_structure_table
+    from metalab.kg.querysets import load_query_set
+    from metalab.kg.solvers import SolverConfig
+    from metalab.kg.training import load_link_predictor
+
+    names = [s.strip() for s in solvers.split(",") if s.strip()]
+    configs = {n: SolverConfig(n, k=beam_k, tnorm=tnorm, co_steps=co_steps) for n in names}
+    predictor = load_link_predictor(model, device=resolve_device(device))
+    query_set = load_query_set(folder)
+    wanted = None if structures == "all" else [s.strip() for s in structures.split(",")]
+    tables = {
+        name: evaluate_queries(predictor, query_set, config, split=split, structures=wanted)
+        for name, config in configs.items()
+    }
+    click.echo(json.dumps(tables, indent=2) if as_json else format_structure_table(tables))

@@ -1,0 +1,92 @@
+"""The CQD query language: QUERIES.md examples, tree building, inverse atoms and errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from metalab.kg import load_graph
+from metalab.kg.queries import Anchor, Intersection, Negation, Projection, structure_name
+from metalab.kg.query_language import QuerySyntaxError, parse_query
+
+QUERIES_MD = Path(__file__).parents[2] / "packages" / "metalab" / "kg" / "QUERIES.md"
+
+
+def md_examples() -> list[tuple[str, str]]:
+    rows = re.findall(r"^\| (\w+) +\| `(.+)` \|$", QUERIES_MD.read_text(), flags=re.M)
+    return [(name, text.replace("\\|", "|")) for name, text in rows]
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    graph = load_graph("nations")
+    return graph.entities, graph.query_relations
+
+
+def test_markdown_has_all_14_structures() -> None:
+    assert [name for name, _ in md_examples()] == [
+        "1p", "2p", "3p", "2i", "3i", "ip", "pi", "2u", "up", "2in", "3in", "inp", "pin", "pni",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "text"), md_examples())
+def test_markdown_examples_parse_to_their_structure(vocab, name: str, text: str) -> None:
+    parsed = parse_query(text, *vocab)
+    assert structure_name(parsed.query) == name
+    assert parsed.answer == "?x"
+
+
+def test_tree_ids_and_inverse_atoms(vocab) -> None:
+    entities, relations = vocab
+    usa, china = entities.id("usa"), entities.id("china")
+    treaties, embassy = relations.id("treaties"), relations.id("embassy")
+    with pytest.raises(QuerySyntaxError, match="not anchored"):  # no head: the answer is ?y
+        parse_query("treaties(usa, ?y) & embassy(?x, ?y)", *vocab)
+    parsed = parse_query("?x : treaties(usa, ?y) & embassy(?x, ?y)", *vocab)
+    assert parsed.query == Projection(embassy + 1, Projection(treaties, Anchor(usa)))
+    assert parsed.variables == {(): "?x", (0,): "?y"}
+    same = parse_query("?x: treaties^-1(?x, usa), not embassy(china, ?x)", *vocab).query
+    assert same == Intersection(
+        (Projection(treaties, Anchor(usa)), Negation(Projection(embassy, Anchor(china))))
+    )
+    quoted = parse_query("'treaties'(\"usa\", ?x)", *vocab).query
+    assert quoted == Projection(treaties, Anchor(usa))
+
+
+def test_custom_trees_beyond_betae(vocab) -> None:
+    four = "treaties(usa, ?a) & embassy(?a, ?b) & treaties(?b, ?c) & embassy(?c, ?x)"
+    query = parse_query(four, *vocab).query
+    depth = 0
+    while isinstance(query, Projection):
+        depth, query = depth + 1, query.arg
+    assert depth == 4
+    assert isinstance(query, Anchor)
+    mixed = parse_query("?x : treaties(usa, ?x) & (embassy(china, ?x) | embassy(uk, ?x))", *vocab)
+    assert structure_name(mixed.query) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "message"),
+    [
+        ("treaties(usaa, ?x)", 10, "unknown entity 'usaa'; did you mean usa"),
+        ("treaty(usa, ?x)", 1, "unknown relation 'treaty'; did you mean treaties"),
+        ("treaties(usa ?x)", 14, "expected ','"),
+        ("treaties(usa, ?x) $", 19, "unexpected character"),
+        ("treaties(usa, ?x) &", 20, "expected a relation name"),
+        ("treaties(usa, ?x) & (embassy(uk, ?x)", 37, "expected ')'"),
+        ("treaties(?y, ?x)", 1, "not anchored"),
+        ("treaties(usa, ?x) & embassy(?y, ?x) & embassy(uk, ?y) & treaties(?y, ?x)", 21, "cycle"),
+        ("treaties(usa, ?y) & embassy(uk, ?x)", 1, "answer variable"),
+        ("?x : treaties(usa, ?x) & embassy(uk, ?y)", 26, "not connected"),
+        ("?z : treaties(usa, ?x)", 1, "occurs in no atom"),
+    ],
+)
+def test_errors_are_one_line_with_column(vocab, text: str, column: int, message: str) -> None:
+    with pytest.raises(QuerySyntaxError) as info:
+        parse_query(text, *vocab)
+    text_error = str(info.value)
+    assert "\n" not in text_error
+    assert text_error.startswith(f"query error at column {column}:"), text_error
+    assert message in text_error
