@@ -90,3 +90,21 @@ def test_errors_are_one_line_with_column(vocab, text: str, column: int, message:
     assert "\n" not in text_error
     assert text_error.startswith(f"query error at column {column}:"), text_error
     assert message in text_error
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("2in", "!embassy(china, ?x) & treaties(usa, ?x)"),
+        ("pni", "intergovorgs(uk, ?x) & !(treaties(usa, ?y) & embassy(?y, ?x))"),
+        ("pin", "!intergovorgs(uk, ?x) & treaties(usa, ?y) & embassy(?y, ?x)"),
+        ("3in", "!intergovorgs(uk, ?x) & embassy(china, ?x) & treaties(usa, ?x)"),
+    ],
+)
+def test_structure_is_recognised_in_any_argument_order(vocab, name: str, text: str) -> None:
+    assert structure_name(parse_query(text, *vocab).query) == name
+
+
+def test_a_four_hop_chain_has_no_betae_name(vocab) -> None:
+    four = "treaties(usa, ?a) & embassy(?a, ?b) & treaties(?b, ?c) & embassy(?c, ?x)"
+    assert structure_name(parse_query(four, *vocab).query) is None

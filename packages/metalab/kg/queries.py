@@ -18,6 +18,8 @@ The JSON form names entities and relations (a nested list, one operator first):
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,8 +129,33 @@ def template_of(query: Query) -> Query:
 
 
 def structure_name(query: Query) -> str | None:
-    """The BetaE name of ``query``'s structure, or ``None`` for other trees."""
-    return STRUCTURE_NAMES.get(template_of(query))
+    """The BetaE name of ``query``'s structure, or ``None`` for other trees.
+
+    Conjunctions and disjunctions commute, so ``a & !b`` and ``!b & a`` are both ``2in``:
+    every ordering of their arguments is tried against the templates.
+    """
+    for variant in _orderings(query):
+        name = STRUCTURE_NAMES.get(template_of(variant))
+        if name is not None:
+            return name
+    return None
+
+
+def _orderings(query: Query) -> Iterator[Query]:
+    """``query`` with the arguments of every intersection and union in each possible order."""
+    if isinstance(query, (Intersection, Union)):
+        choices = [list(_orderings(arg)) for arg in query.args]
+        for combination in itertools.product(*choices):
+            for order in itertools.permutations(combination):
+                yield type(query)(tuple(order))
+    elif isinstance(query, Projection):
+        for arg in _orderings(query.arg):
+            yield Projection(query.relation, arg)
+    elif isinstance(query, Negation):
+        for arg in _orderings(query.arg):
+            yield Negation(arg)
+    else:
+        yield query
 
 
 # ---------------------------------------------------------------------- BetaE tuples
