@@ -8,7 +8,6 @@ inside command bodies. A :class:`~metalab.core.errors.MetalabError` anywhere bec
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,8 @@ from metalab import __version__
 from metalab.core.errors import MetalabError
 
 __all__ = ["cli", "main"]
+
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # packages/metalab
 
 # name -> "module:attribute" of a click command, imported on first use.
 _SUBCOMMANDS = {
@@ -39,25 +40,17 @@ _SUBCOMMANDS = {
 
 
 def _available() -> dict[str, tuple[str, str]]:
-    """The registered subcommands whose module is present (subpackages land one by one).
+    """The registered subcommands whose module file is present (subpackages land one by one).
 
     Looks for the file without importing the subpackage, whose ``__init__`` may import torch.
     """
-    found = {}
-    for name, (target, help_text) in _SUBCOMMANDS.items():
-        package, _, module = target.partition(":")[0].rpartition(".")
-        spec = importlib.util.find_spec(package.rpartition(".")[0])  # metalab, already imported
-        roots = (
-            [
-                Path(root) / package.rpartition(".")[2]
-                for root in spec.submodule_search_locations or []
-            ]
-            if spec
-            else []
-        )
-        if any((root / f"{module}.py").is_file() or (root / module).is_dir() for root in roots):
-            found[name] = (target, help_text)
-    return found
+    return {name: entry for name, entry in _SUBCOMMANDS.items() if _module_file(entry[0]).is_file()}
+
+
+def _module_file(target: str) -> Path:
+    """``"metalab.kg.cli:kg"`` -> ``<package root>/kg/cli.py``."""
+    parts = target.partition(":")[0].split(".")[1:]
+    return _PACKAGE_ROOT.joinpath(*parts).with_suffix(".py")
 
 
 class LazyGroup(click.Group):
