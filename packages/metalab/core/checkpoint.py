@@ -65,11 +65,18 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> N
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
+    path: str | os.PathLike[str],
+    *,
+    map_location: str | torch.device = "cpu",
+    mmap: bool = False,
 ) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; a corrupt or unsafe file is a MetalabError."""
+    """Load a checkpoint with ``weights_only=True``; a corrupt or unsafe file is a MetalabError.
+
+    ``mmap=True`` maps tensor storage instead of reading it: cheap when only the
+    checkpoint's small entries are needed.
+    """
     try:
-        state = torch.load(Path(path), map_location=map_location, weights_only=True)
+        state = torch.load(Path(path), map_location=map_location, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise MetalabError(f"checkpoint {os.fspath(path)!r} does not exist") from None
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError...

@@ -170,7 +170,7 @@ def _committed_lines(directory: Path) -> int:
         if path.is_file():
             counts.append(int(json.loads(path.read_text()).get(_LINES_KEY, 0)))
     for path in sorted((directory / "checkpoints").glob("*.pt")):
-        counts.append(int(load_checkpoint(path).get(_LINES_KEY, 0)))
+        counts.append(int(load_checkpoint(path, mmap=True).get(_LINES_KEY, 0)))
     return max(counts)
 
 
