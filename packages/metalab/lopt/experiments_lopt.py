@@ -20,10 +20,10 @@ import torch
 
 from metalab.core import Run, RunConfig
 from metalab.core.figures import plot_curves
-from metalab.lopt.experiments_toy import _estimator, parse_method, single_thread
+from metalab.lopt.experiments_toy import _estimator, _train_method, parse_method, single_thread
 from metalab.lopt.systems import UnrolledSystem
 from metalab.lopt.tasks import LearnedOptimizerSystem
-from metalab.lopt.training import full_meta_loss, meta_train
+from metalab.lopt.training import full_meta_loss
 
 __all__ = ["LRScheduleParams", "LoptMLPParams", "lopt_mlp", "lr_schedule"]
 
@@ -102,15 +102,14 @@ def _lopt_method(
         name, k, pairs=p.pairs, sigma=p.sigma, nan_loss=p.loss_clip, loss_clip=p.loss_clip
     )
     started = time.perf_counter()
-    with single_thread():
-        result = meta_train(
-            system,
-            estimator,
-            steps=p.outer_steps,
-            optimizer=lambda params: torch.optim.Adam(params, lr=p.outer_lr),
-            generator=config.generator(f"noise/{label}"),
-            data_generator=config.generator(f"data/{label}"),
-        )
+    result = _train_method(
+        config,
+        system,
+        estimator,
+        steps=p.outer_steps,
+        optimizer=lambda params: torch.optim.Adam(params, lr=p.outer_lr),
+        stream=label,
+    )
     seconds = time.perf_counter() - started
     per_step = [loss / k for loss in result.losses]
     for i in range(0, len(per_step), p.log_every):
@@ -203,15 +202,14 @@ def _lr_method(
     label: str,
 ) -> dict[str, Any]:
     estimator = _estimator(name, p.truncation, pairs=p.pairs, sigma=p.sigma)
-    with single_thread():
-        result = meta_train(
-            system,
-            estimator,
-            steps=p.outer_steps,
-            optimizer=lambda params: torch.optim.Adam(params, lr=p.outer_lr),
-            generator=config.generator(f"noise/{key}/{label}"),
-            data_generator=config.generator(f"data/{key}/{label}"),
-        )
+    result = _train_method(
+        config,
+        system,
+        estimator,
+        steps=p.outer_steps,
+        optimizer=lambda params: torch.optim.Adam(params, lr=p.outer_lr),
+        stream=f"{key}/{label}",
+    )
     for i, theta in enumerate(result.thetas.tolist()):
         run.log(i, objective=key, method=label, theta=theta)
     return {

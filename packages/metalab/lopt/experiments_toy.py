@@ -25,7 +25,7 @@ from metalab.lopt.base import GradientEstimator
 from metalab.lopt.registry import make_estimator
 from metalab.lopt.systems import UnrolledSystem
 from metalab.lopt.toy_systems import InfluenceBalancing, ToyRegression
-from metalab.lopt.training import full_meta_loss, meta_train
+from metalab.lopt.training import MetaTrainResult, OptimizerFactory, full_meta_loss, meta_train
 
 __all__ = [
     "InfluenceBalancingParams",
@@ -63,6 +63,31 @@ def _estimator(name: str, k: int, *, pairs: int, sigma: float, **extra: Any) -> 
     return make_estimator(name, truncation=k, pairs=pairs, sigma=sigma, **extra)
 
 
+def _train_method(
+    config: RunConfig,
+    system: UnrolledSystem,
+    estimator: GradientEstimator,
+    *,
+    steps: int,
+    optimizer: OptimizerFactory,
+    stream: str,
+) -> MetaTrainResult:
+    """Meta-train one method on one thread, with noise and data streams named ``stream``.
+
+    Naming the streams after the method keeps each method's numbers independent of which
+    other methods the experiment runs.
+    """
+    with single_thread():
+        return meta_train(
+            system,
+            estimator,
+            steps=steps,
+            optimizer=optimizer,
+            generator=config.generator(f"noise/{stream}"),
+            data_generator=config.generator(f"data/{stream}"),
+        )
+
+
 @dataclass
 class InfluenceBalancingParams:
     """Sec. 5.1 constants (reference code): SGD lr 1e-4, 3000 iterations, σ = 0.1."""
@@ -90,15 +115,14 @@ def influence_balancing(config: RunConfig, run: Run) -> dict[str, float]:
 
         def train(name: str = name, k: int = k, label: str = label) -> dict[str, Any]:
             estimator = _estimator(name, k, pairs=p.pairs, sigma=p.sigma)
-            with single_thread():
-                result = meta_train(
-                    system,
-                    estimator,
-                    steps=p.outer_steps,
-                    optimizer=lambda params: torch.optim.SGD(params, lr=p.lr),
-                    generator=config.generator(f"noise/{label}"),
-                    data_generator=config.generator(f"data/{label}"),
-                )
+            result = _train_method(
+                config,
+                system,
+                estimator,
+                steps=p.outer_steps,
+                optimizer=lambda params: torch.optim.SGD(params, lr=p.lr),
+                stream=label,
+            )
             thetas = result.thetas[:, 0]
             for i in range(0, p.outer_steps + 1, p.log_every):
                 run.log(i, method=label, theta=float(thetas[i]))

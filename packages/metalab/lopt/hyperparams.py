@@ -20,10 +20,10 @@ from torch import Tensor
 
 from metalab.core import Run, RunConfig
 from metalab.core.errors import ConfigError
-from metalab.lopt.experiments_toy import _estimator, parse_method, single_thread
+from metalab.lopt.experiments_toy import _estimator, _train_method, parse_method, single_thread
 from metalab.lopt.systems import State, UnrolledSystem
 from metalab.lopt.tasks import DigitsMLP
-from metalab.lopt.training import full_meta_loss, meta_train
+from metalab.lopt.training import full_meta_loss
 
 __all__ = ["ManyHyperparamsParams", "ManyHyperparamsSystem", "many_hyperparams", "random_box"]
 
@@ -147,15 +147,14 @@ def many_hyperparams(config: RunConfig, run: Run) -> dict[str, float]:
             estimator = _estimator(
                 name, k, pairs=p.pairs, sigma=p.sigma, nan_loss=p.loss_clip, loss_clip=p.loss_clip
             )
-            with single_thread():
-                result = meta_train(
-                    system,
-                    estimator,
-                    steps=p.outer_steps,
-                    optimizer=lambda params: torch.optim.Adam(params, lr=p.outer_lr),
-                    generator=config.generator(f"noise/{label}"),
-                    data_generator=config.generator(f"data/{label}"),
-                )
+            result = _train_method(
+                config,
+                system,
+                estimator,
+                steps=p.outer_steps,
+                optimizer=lambda params: torch.optim.Adam(params, lr=p.outer_lr),
+                stream=label,
+            )
             return {
                 "meta": float(evaluate(result.theta, p.eval_episodes)),
                 "steps": result.inner_steps,
