@@ -14,12 +14,12 @@ Usage: python benchmarks/bench_kg.py [--quick] [--device auto|cpu|cuda[:N]]
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from _timing import timed
 from metalab.core.device import describe_device, resolve_device
 from metalab.kg import (
     Anchor,
@@ -45,18 +45,11 @@ def _best_times(
 
     Interleaving keeps both measurements under the same load on a shared machine.
     """
-
-    def once(fn: Callable[[], object]) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
-
     fast(), slow()
-    pairs = [(once(fast), once(slow)) for _ in range(repeat)]
+    pairs = [
+        (timed(fast, device, warmup=False), timed(slow, device, warmup=False))
+        for _ in range(repeat)
+    ]
     return min(p[0] for p in pairs), min(p[1] for p in pairs)
 
 

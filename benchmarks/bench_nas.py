@@ -10,10 +10,10 @@ once per candidate. Prints candidate evaluations per second and the speed-up, pe
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
+from _timing import timed
 from metalab.core.device import resolve_device
 from metalab.nas import Supernet, make_space, perturbation_scores
 
@@ -40,14 +40,11 @@ def _time(
     candidates = base.unsqueeze(0).repeat(n_ops, 1, 1)
     candidates[torch.arange(n_ops), 0, torch.arange(n_ops)] = 0.0
     perturbation_scores(model, candidates, (x[:64], y[:64]), batched=batched)  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
+
+    def evaluate() -> None:
         perturbation_scores(model, candidates, (x, y), batch_size=64, batched=batched)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start, repeats * n_ops
+
+    return timed(evaluate, device, repeats=repeats, warmup=False) * repeats, repeats * n_ops
 
 
 def main() -> None:

@@ -14,12 +14,11 @@ barriers; ``--threads 1`` shows the single-core numbers.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from _timing import timed
 from metalab.core.device import describe_device, resolve_device
 from metalab.net2net import (
     deepen,
@@ -59,18 +58,6 @@ def widen_vectorized(
     return w_in.index_select(0, index), b_in.index_select(0, index), widened
 
 
-def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / repeats
-
-
 def bench_pair(
     name: str,
     shapes: tuple[tuple[int, ...], tuple[int, ...]],
@@ -88,8 +75,8 @@ def bench_pair(
         widen_loop(w_in, b_in, w_out, g), widen_vectorized(w_in, b_in, w_out, g), strict=True
     ):
         torch.testing.assert_close(a, b)
-    loop = timed(lambda: widen_loop(w_in, b_in, w_out, g), device, max(3, repeats // 5))
-    vec = timed(lambda: widen_vectorized(w_in, b_in, w_out, g), device, repeats)
+    loop = timed(lambda: widen_loop(w_in, b_in, w_out, g), device, repeats=max(3, repeats // 5))
+    vec = timed(lambda: widen_vectorized(w_in, b_in, w_out, g), device, repeats=repeats)
     print(
         f"{name:<34} loop {loop * 1e3:9.2f} ms  vectorized {vec * 1e3:8.3f} ms  "
         f"({new / vec:,.0f} units/s)  speed-up x{loop / vec:,.1f}"
@@ -108,7 +95,7 @@ def bench_models(device: torch.device, repeats: int) -> None:
     }
     for name, fn in cases.items():
         print(
-            f"{name:<38} {timed(fn, device, repeats) * 1e3:8.2f} ms per call "
+            f"{name:<38} {timed(fn, device, repeats=repeats) * 1e3:8.2f} ms per call "
             "(trace + copy + rewrite)"
         )
 

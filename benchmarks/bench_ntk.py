@@ -8,10 +8,10 @@ turn. Prints lane-steps per second and the speed-up.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
+from _timing import timed
 from metalab.core.device import resolve_device
 from metalab.ntk import Lanes, NetworkASGD, augment_inputs, make_activation, sample_sphere
 
@@ -26,29 +26,31 @@ def _lanes(count: int, width: int) -> Lanes:
     )
 
 
-def _time(learner: NetworkASGD, lanes: Lanes, steps: int, *, batched: bool,
-          device: torch.device) -> float:
+def _time(
+    learner: NetworkASGD, lanes: Lanes, steps: int, *, batched: bool, device: torch.device
+) -> float:
     gen = torch.Generator().manual_seed(0)
     state = learner.init(lanes, generator=gen)
     state = type(state)(*(t.to(device) for t in state))
-    x = sample_sphere((steps, lanes.horizon.numel()), learner.dim, generator=gen,
-                      dtype=torch.float64)
+    x = sample_sphere(
+        (steps, lanes.horizon.numel()), learner.dim, generator=gen, dtype=torch.float64
+    )
     inputs = augment_inputs(x, learner.gamma).to(device)
     y = torch.rand(steps, lanes.horizon.numel(), generator=gen, dtype=torch.float64).to(device)
-    singles = [learner.select(state, torch.tensor([i], device=device))
-               for i in range(lanes.horizon.numel())]
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for t in range(steps):
-        if batched:
-            learner.step(state, inputs[t], y[t])
-        else:
-            for i, single in enumerate(singles):  # the baseline: one lane at a time
-                learner.step(single, inputs[t, i : i + 1], y[t, i : i + 1])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    singles = [
+        learner.select(state, torch.tensor([i], device=device))
+        for i in range(lanes.horizon.numel())
+    ]
+
+    def run_all_steps() -> None:
+        for t in range(steps):
+            if batched:
+                learner.step(state, inputs[t], y[t])
+            else:
+                for i, single in enumerate(singles):  # the baseline: one lane at a time
+                    learner.step(single, inputs[t, i : i + 1], y[t, i : i + 1])
+
+    return timed(run_all_steps, device, warmup=False)
 
 
 def main() -> None:
@@ -62,14 +64,17 @@ def main() -> None:
     steps = 100 if args.quick else 1000
     learner = NetworkASGD(make_activation("swish"), dim=2, quadrature=8)
     print(f"device {device}, {torch.get_num_threads()} thread(s), {steps} steps")
-    for count, width in ((8, 512), (24, 2048)) if args.quick else ((8, 512), (24, 2048),
-                                                                   (96, 2048)):
+    for count, width in (
+        ((8, 512), (24, 2048)) if args.quick else ((8, 512), (24, 2048), (96, 2048))
+    ):
         lanes = _lanes(count, width)
         batched = _time(learner, lanes, steps, batched=True, device=device)
         looped = _time(learner, lanes, steps, batched=False, device=device)
         rate, base = count * steps / batched, count * steps / looped
-        print(f"lanes={count:3d} width={width:5d}: batched {rate:10.0f} lane-steps/s, "
-              f"loop {base:10.0f} lane-steps/s, speed-up {looped / batched:5.1f}x")
+        print(
+            f"lanes={count:3d} width={width:5d}: batched {rate:10.0f} lane-steps/s, "
+            f"loop {base:10.0f} lane-steps/s, speed-up {looped / batched:5.1f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -9,28 +9,15 @@ one member's forward pass and loss. Prints evaluations per second for both paths
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from _timing import timed
 from metalab.core.device import resolve_device
 from metalab.core.population import module_params, population_loss, stack_params
-
-
-def _timed(fn: Callable[[], torch.Tensor], device: torch.device, repeats: int) -> float:
-    fn()  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / repeats
 
 
 def bench(population: int, device: torch.device, repeats: int) -> tuple[float, float]:
@@ -59,7 +46,7 @@ def bench(population: int, device: torch.device, repeats: int) -> tuple[float, f
             )
 
     assert torch.allclose(vectorized(), looped(), atol=1e-5)
-    return _timed(vectorized, device, repeats), _timed(looped, device, repeats)
+    return timed(vectorized, device, repeats=repeats), timed(looped, device, repeats=repeats)
 
 
 def main() -> None:

@@ -15,14 +15,10 @@ import time
 
 import torch
 
+from _timing import synchronize
 from metalab.core.device import describe_device, resolve_device
 from metalab.lopt import PES, Layout, unroll
 from metalab.lopt.tasks import LearnedOptimizerSystem
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def vectorized(system: LearnedOptimizerSystem, pairs: int, k: int, windows: int) -> float:
@@ -32,11 +28,11 @@ def vectorized(system: LearnedOptimizerSystem, pairs: int, k: int, windows: int)
     gen = torch.Generator().manual_seed(0)
     state = estimator.init(system, theta, generator=gen)
     _, state = estimator.step(system, theta, state, generator=gen)  # warm-up
-    _sync(system.device)
+    synchronize(system.device)
     start = time.perf_counter()
     for _ in range(windows):
         _, state = estimator.step(system, theta, state, generator=gen)
-    _sync(system.device)
+    synchronize(system.device)
     return 2 * pairs * k * windows / (time.perf_counter() - start)
 
 
@@ -48,12 +44,12 @@ def looped(system: LearnedOptimizerSystem, pairs: int, k: int, windows: int) -> 
     states = [one.fresh_states(system, gen) for _ in range(2 * pairs)]
     t = torch.zeros(1, dtype=torch.long, device=system.device)
     unroll(system, states[0], t, theta, k, layout=one, generator=gen)  # warm-up
-    _sync(system.device)
+    synchronize(system.device)
     start = time.perf_counter()
     for _ in range(windows):
         for i in range(2 * pairs):
             states[i] = unroll(system, states[i], t, theta, k, layout=one, generator=gen).state
-    _sync(system.device)
+    synchronize(system.device)
     return 2 * pairs * k * windows / (time.perf_counter() - start)
 
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 def main() -> int:
     here = Path(__file__).resolve().parent
-    scripts = sorted(p for p in here.glob("*.py") if p.name not in {"run_all.py", "__init__.py"})
+    scripts = sorted(
+        p for p in here.glob("*.py") if p.name != "run_all.py" and not p.name.startswith("_")
+    )
     failed = []
     for script in scripts:
         print(f"\n=== {script.name} ===", flush=True)
