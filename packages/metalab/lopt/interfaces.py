@@ -1,0 +1,142 @@
+"""The two contracts of the learned-optimizer line: optimizer architectures and inner tasks.
+
+An :class:`OptimizerArch` is an optimizer written as a *pure, batched* function of its
+weights ``θ``: every particle ``p`` of a population carries its own ``θ[p]``, its own flat
+parameter vector ``params[p]`` and its own optimizer state, so ES/PES can perturb ``θ``
+and advance all perturbed optimizers in one call (Metz et al. 2019/2020). The same
+function with ``P = 1`` drives :class:`torch.optim.Optimizer` wrappers over ordinary
+``nn.Module`` parameters, and hand-designed optimizers (SGD-momentum, Adam) are archs
+whose ``θ`` are their log learning rate and momenta, so a learning-rate grid is a
+population too.
+
+A :class:`Task` is an inner problem over flat parameters ``[P, N]`` whose tensors are the
+segments of :class:`~metalab.lopt.mlp_lopt.Segments` (for per-tensor statistics): it
+initializes parameters, draws minibatches and returns loss and gradient for all particles
+at once. A :class:`TaskFamily` samples tasks by name and seed, so meta-training and
+held-out evaluation sets are fixed and comparable.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from metalab.lopt.mlp_lopt import Segments
+from metalab.lopt.systems import State
+
+__all__ = ["LossFeatures", "OptimizerArch", "Task", "TaskFamily"]
+
+
+class LossFeatures(NamedTuple):
+    """Loss signals an optimizer may condition on (the hierarchical optimizer does).
+
+    Attributes:
+        train: ``[P]`` minibatch training loss at the parameters being updated.
+        val: ``[P]`` most recent validation loss, or ``None`` when the caller has none.
+    """
+
+    train: Tensor
+    val: Tensor | None = None
+
+
+class OptimizerArch(ABC):
+    """An optimizer as a batched pure function ``(θ, params, grads, state) -> (params, state)``.
+
+    Attributes:
+        name: registry name (``"mlp"``, ``"hierarchical"``, ``"adam"``, ``"sgdm"``).
+    """
+
+    name: str = ""
+
+    @property
+    @abstractmethod
+    def theta_dim(self) -> int:
+        """Number of optimizer weights ``D``."""
+
+    @abstractmethod
+    def init_theta(self, *, generator: torch.Generator) -> Tensor:
+        """Initial optimizer weights ``[D]`` (random for learned archs, defaults for baselines)."""
+
+    @abstractmethod
+    def init_state(self, params: Tensor, segments: Segments) -> State:
+        """Optimizer state for ``params`` ``[P, N]`` (each tensor's leading dimension ``P``)."""
+
+    @abstractmethod
+    def step(
+        self,
+        theta: Tensor,
+        params: Tensor,
+        grads: Tensor,
+        state: State,
+        t: Tensor,
+        segments: Segments,
+        losses: LossFeatures | None = None,
+    ) -> tuple[Tensor, State]:
+        """One update for every particle.
+
+        Args:
+            theta: ``[P, D]`` optimizer weights, one row per particle.
+            params: ``[P, N]`` flat parameters.
+            grads: ``[P, N]`` their gradients.
+            state: the optimizer state from :meth:`init_state` or the previous step.
+            t: ``[P]`` step index within each particle's inner training.
+            segments: which entries of ``params`` form which tensor.
+            losses: loss features (archs that ignore them accept ``None``).
+
+        Returns:
+            ``(new_params, new_state)``.
+        """
+
+
+class Task(ABC):
+    """An inner training problem over flat parameter vectors, batched over particles.
+
+    Attributes:
+        name: a stable name (``"mlp-digits-w32-d2-relu-b64"`` style) used in reports.
+        segments: tensor layout of the flat parameter vector.
+    """
+
+    name: str = ""
+    segments: Segments
+
+    @property
+    def num_params(self) -> int:
+        """``N``, the length of a flat parameter vector."""
+        return int(self.segments.sizes.sum())
+
+    @abstractmethod
+    def init_params(self, num: int, *, generator: torch.Generator) -> Tensor:
+        """``num`` freshly initialized parameter vectors ``[num, N]``."""
+
+    @abstractmethod
+    def sample_batches(self, num: int, steps: int, *, generator: torch.Generator) -> State:
+        """Training minibatches for ``num`` particles: tensors ``[steps, num, ...]``."""
+
+    @abstractmethod
+    def loss_and_grad(self, params: Tensor, batch: State) -> tuple[Tensor, Tensor]:
+        """Minibatch loss ``[P]`` and gradient ``[P, N]``; ``batch`` is one step's slice."""
+
+    @abstractmethod
+    def validation_loss(self, params: Tensor, *, generator: torch.Generator) -> Tensor:
+        """Loss ``[P]`` on a validation minibatch disjoint from the training data."""
+
+    @abstractmethod
+    def test_loss(self, params: Tensor) -> Tensor:
+        """Full-data evaluation loss ``[P]`` (what evaluation reports and compares)."""
+
+
+class TaskFamily(ABC):
+    """A distribution over tasks with a fixed, named meta-train / held-out split."""
+
+    name: str = ""
+
+    @abstractmethod
+    def sample(self, *, generator: torch.Generator, device: torch.device) -> Task:
+        """One task drawn from the meta-training distribution."""
+
+    @abstractmethod
+    def held_out(self, device: torch.device) -> list[Task]:
+        """The fixed held-out test tasks (never seen in meta-training)."""
