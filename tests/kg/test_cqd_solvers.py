@@ -216,3 +216,22 @@ def test_beam_equals_the_reference_algorithm_on_chains(tiny_predictor, k: int) -
         want.append(plain_beam_chain(tiny_predictor, anchor, rels, k))
     got = solve(tiny_predictor, queries, SolverConfig("beam", k=k)).scores
     assert torch.allclose(got, torch.stack(want), atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_beam_union_is_the_reference_dnf(tiny_predictor, k: int) -> None:
+    """``up`` = max of its two DNF ``2p`` disjuncts, each with its own top-k (reference CQD)."""
+    g = torch.Generator().manual_seed(2)
+    n, r = tiny_predictor.num_entities, tiny_predictor.num_query_relations
+    queries, want = [], []
+    for _ in range(4):
+        a1, a2 = (int(x) for x in torch.randint(0, n, (2,), generator=g))
+        r1, r2, r3 = (int(x) for x in torch.randint(0, r, (3,), generator=g))
+        queries.append(
+            Projection(r3, Union((Projection(r1, Anchor(a1)), Projection(r2, Anchor(a2)))))
+        )
+        left = plain_beam_chain(tiny_predictor, a1, [r1, r3], k)
+        right = plain_beam_chain(tiny_predictor, a2, [r2, r3], k)
+        want.append(torch.maximum(left, right))
+    got = solve(tiny_predictor, queries, SolverConfig("beam", k=k)).scores
+    assert torch.allclose(got, torch.stack(want), atol=1e-6)

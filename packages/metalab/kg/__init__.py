@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from metalab.core.lazy import lazy_exports
 
+# module -> names; imported on first use so that `metalab kg --help` does not import torch
 _EXPORTS = {
     "graphs": [
         "BUNDLED_DATASETS",
@@ -104,7 +105,7 @@ _EXPORTS = {
     "solvers": ["SOLVERS", "Solution", "SolverConfig", "solve"],
     "explanations": ["ExplainedAtom", "Explanation", "explain", "rescore_explanation"],
     "answering": ["QueryAnswers", "answer_query", "format_answers", "known_edges"],
-    "co": ["solve_co"],
+    "co": ["solve_co", "disjuncts"],
     "cqd_evaluation": ["evaluate_queries", "format_structure_table"],
 }
 
@@ -154,6 +155,7 @@ __all__ = [
     "answer_masks",
     "answer_query",
     "build_pykeen_model",
+    "disjuncts",
     "evaluate_link_prediction",
     "evaluate_queries",
     "explain",
@@ -207,7 +209,7 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         load_betae_folder,
         safe_load_pickle,
     )
-    from metalab.kg.co import solve_co
+    from metalab.kg.co import disjuncts, solve_co
     from metalab.kg.cqd_evaluation import evaluate_queries, format_structure_table
     from metalab.kg.evaluation import (
         HITS_AT,

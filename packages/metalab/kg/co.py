@@ -10,12 +10,20 @@ scored as the answer with the other variables' embeddings fixed. All queries of 
 structure are optimized together (their losses are summed; Adam is elementwise, so each
 query's optimization is independent of the others').
 
+Unions are evaluated in disjunctive normal form (Sec. 3: ``Q = ∨_i ∧_j e_ij``): ∃ distributes
+over ∨, so each conjunctive disjunct is optimized with its *own* variable embeddings and the
+answer scores of the disjuncts are combined with max (``union = "max"``, the discrete
+solvers' semantics) or the t-conorm. One relaxed embedding shared by the branches of a union
+(e.g. the ``V`` of ``up``) could sit at only one branch's optimum, so it would score the
+other branch's answers as if that branch were absent.
+
 CO answers have no discrete explanation (the variables are not entities); use the beam or
 exact solver for explanations.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -24,14 +32,48 @@ from torch import Tensor
 
 from metalab.core.errors import ConfigError
 from metalab.kg.predictors import LinkPredictor
-from metalab.kg.queries import Anchor, Intersection, Negation, Projection, Query, template_of
+from metalab.kg.queries import (
+    Anchor,
+    Intersection,
+    Negation,
+    Projection,
+    Query,
+    Union,
+    template_of,
+)
 from metalab.kg.solvers import Solution, SolverConfig
 from metalab.kg.tnorms import TNorm, make_tnorm, negation
 
-__all__ = ["solve_co"]
+__all__ = ["disjuncts", "solve_co"]
 
 _TOL = 1e-9
 _CHUNK = 128  # queries optimized together (atoms on variables cost [chunk, chunk] scores)
+_MAX_DISJUNCTS = 64
+
+
+def disjuncts(query: Query) -> list[Query]:
+    """The union-free disjuncts of ``query``'s disjunctive normal form (CQD, Sec. 3).
+
+    ``p(A ∨ B) = p(A) ∨ p(B)``, ``(A ∨ B) ∧ C = (A ∧ C) ∨ (B ∧ C)`` and
+    ``¬(A ∨ B) = ¬A ∧ ¬B``; a query without unions is its own single disjunct.
+
+    Raises:
+        ConfigError: the normal form has more than 64 disjuncts.
+    """
+    if isinstance(query, Anchor):
+        out: list[Query] = [query]
+    elif isinstance(query, Projection):
+        out = [Projection(query.relation, d) for d in disjuncts(query.arg)]
+    elif isinstance(query, Negation):
+        negated = [Negation(d) for d in disjuncts(query.arg)]
+        out = [negated[0] if len(negated) == 1 else Intersection(tuple(negated))]
+    elif isinstance(query, Union):
+        out = [d for arg in query.args for d in disjuncts(arg)]
+    else:
+        out = [Intersection(c) for c in itertools.product(*map(disjuncts, query.args))]
+    if len(out) > _MAX_DISJUNCTS:
+        raise ConfigError(f"query has more than {_MAX_DISJUNCTS} disjuncts in normal form")
+    return out
 
 
 class _Relaxed:
@@ -79,18 +121,13 @@ class _Relaxed:
             return self.t.tnorm(below_t, phi)
         if isinstance(first, Negation):
             return negation(self.value([q.arg for q in nodes], (*path, 0), target, gen))  # type: ignore[union-attr]
-        parts = [
+        parts = [  # an intersection: unions were expanded into disjuncts
             self.value([q.args[i] for q in nodes], (*path, i), target, gen)  # type: ignore[union-attr]
             for i in range(len(first.args))  # type: ignore[union-attr]
         ]
         out = parts[0]
         for part in parts[1:]:
-            if isinstance(first, Intersection):
-                out = self.t.tnorm(out, part)
-            elif self.c.union == "max":
-                out = torch.maximum(out, part)
-            else:
-                out = self.t.tconorm(out, part)
+            out = self.t.tnorm(out, part)
         return out
 
     def _scores(self, head: Tensor, rel: Tensor, target: Tensor | None) -> Tensor:
@@ -127,6 +164,10 @@ def solve_co(
 ) -> Solution:
     """CQD-CO answer scores ``[Q, N]`` for any tree-shaped queries (no explanations).
 
+    Each query is expanded into its DNF disjuncts (:func:`disjuncts`); every disjunct's
+    variables are optimized on their own and the disjuncts' answer scores are combined with
+    max (``config.union == "max"``) or the t-conorm.
+
     Args:
         predictor: a link predictor with single entity/relation embedding tables (ComplEx,
             DistMult, ...).
@@ -139,6 +180,30 @@ def solve_co(
     if not queries:
         raise ConfigError("no queries to answer")
     generator = generator or torch.Generator().manual_seed(0)
+    expanded = [disjuncts(q) for q in queries]
+    parts = _solve_conjunctive(predictor, [d for ds in expanded for d in ds], config, generator)
+    device = parts.device
+    owner = torch.tensor([i for i, ds in enumerate(expanded) for _ in ds], device=device)
+    position = torch.tensor([j for ds in expanded for j in range(len(ds))], device=device)
+    scores = parts[position == 0].clone()  # every query's first disjunct, in query order
+    tnorm = make_tnorm(config.tnorm)
+    for j in range(1, int(position.max()) + 1):  # over disjunct positions, batched over queries
+        rows, part = owner[position == j], parts[position == j]
+        scores[rows] = (
+            torch.maximum(scores[rows], part)
+            if config.union == "max"
+            else tnorm.tconorm(scores[rows], part)
+        )
+    return Solution(scores, [], config)
+
+
+def _solve_conjunctive(
+    predictor: LinkPredictor,
+    queries: list[Query],
+    config: SolverConfig,
+    generator: torch.Generator,
+) -> Tensor:
+    """CO scores ``[Q, N]`` of union-free queries, optimized in same-structure chunks."""
     groups: dict[Query, list[int]] = defaultdict(list)
     for index, query in enumerate(queries):
         groups[template_of(query)].append(index)
@@ -151,4 +216,4 @@ def solve_co(
         with torch.no_grad():
             fixed = relaxed.value(relaxed.nodes, (), None, generator)
         scores[indices] = fixed.float()
-    return Solution(scores, [], config)
+    return scores

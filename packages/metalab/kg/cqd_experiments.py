@@ -166,7 +166,8 @@ def structures(config: RunConfig, run: Run) -> dict[str, float]:
     """Per-structure MRR of CQD-Beam, CQD-CO and exact inference vs a structure-blind baseline.
 
     Arakelyan et al. 2021, Table 2: a link predictor trained on single triples answers complex
-    queries; Beam beats CO on chains (2p, 3p). Metrics ``<solver>.<structure>`` (MRR),
+    queries; Beam beats CO on chains (2p, 3p). Runs on ``p.dataset`` (``cqd-structures``: UMLS,
+    ``cqd-structures-kinships``: Kinships). Metrics ``<solver>.<structure>`` (MRR),
     ``<solver>.avg``, ``beam_minus_co_2p``/``_3p``, ``<solver>.min_margin_over_baseline`` (the
     smallest per-structure MRR margin over the last-atom baseline, 1p excluded since there
     the baseline's atom is the whole query minus its anchor) and its min over solvers.

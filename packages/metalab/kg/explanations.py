@@ -101,8 +101,10 @@ def _build(
         child = _build(trace.children[0], row, head, (*path, 0), names, trace.from_beam)
         node.children = [child]
     elif trace.node == "or" and trace.branch is not None:
-        i = int(trace.branch[row, entity])
-        child = _build(trace.children[i], row, entity, (*path, i), names)
+        from_beam = beam and trace.beam_branch is not None
+        i = int((trace.beam_branch if from_beam else trace.branch)[row, entity])  # type: ignore[index]
+        sub_beam = from_beam and trace.children[i].beam is not None
+        child = _build(trace.children[i], row, entity, (*path, i), names, sub_beam)
         node.children = [child]
         node.variable = str(i)  # which disjunct was chosen
     else:

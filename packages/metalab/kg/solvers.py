@@ -16,9 +16,11 @@ over branches. Many branches reach the same entity, so the candidates are dedupl
 each hop: each unique entity is expanded once with its best branch value (exact for monotone
 t-norms: the other branches through it can only score lower), which gives the reference's
 scores with at most ``min(k^v, N)`` instead of ``k^v`` scorings per hop, batched over queries.
-Intersections and unions combine full ``[Q, N]`` sets and the next hop takes their top-``k``
-(2i/3i are exact; ``up`` takes the top-``k`` of the max of its branches, where the reference's
-DNF expands each branch's own top-``k``). Projections from an anchor score only the anchor.
+Intersections combine full ``[Q, N]`` sets and the next hop takes their top-``k`` (2i/3i are
+exact). A union (``union = "max"``) is the reference's disjunctive normal form: the next hop
+expands every disjunct's own candidates (its beam, or the top-``k`` of its scores) at that
+disjunct's value, so ``up`` keeps up to ``2k`` heads, as DNF's two ``2p`` branches do.
+Projections from an anchor score only the anchor.
 **Exact** takes the max over all heads with per-relation score matrices (QTO's max-product
 dynamic programming, Bai et al. 2023) when they fit the memory budget; it is the true
 optimum of CQD's objective, so beam ≤ exact and beam = exact for ``k = N``.
@@ -109,6 +111,8 @@ class NodeTrace:
         beam: ``[Q, N]`` beam projections: the value of each entity kept in some branch's
             top-k (``-inf`` for the others); the next hop expands exactly these entities.
         beam_heads: ``[Q, N]`` the best head per kept entity among the branches keeping it.
+        beam_branch: ``[Q, N]`` the best argument per kept entity (beam ``or``): a union's
+            beam is the union of its disjuncts' own candidates (DNF), each at its own value.
         from_beam: this projection expanded its child's ``beam`` (not a top-k of its scores).
     """
 
@@ -121,6 +125,7 @@ class NodeTrace:
     branch: Tensor | None = None
     beam: Tensor | None = None
     beam_heads: Tensor | None = None
+    beam_branch: Tensor | None = None
     from_beam: bool = False
 
 
@@ -168,11 +173,21 @@ class _Evaluator:
             return NodeTrace("and", scores, parts)
         if self.c.union == "max":
             best, branch = torch.stack([p.scores for p in parts]).max(0)
-            return NodeTrace("or", best, parts, branch=branch)
+            if self.c.solver == "exact":
+                return NodeTrace("or", best, parts, branch=branch)
+            beam, beam_branch = torch.stack([self._kept(p) for p in parts]).max(0)
+            return NodeTrace("or", best, parts, branch=branch, beam=beam, beam_branch=beam_branch)
         scores = parts[0].scores
         for part in parts[1:]:
             scores = self.t.tconorm(scores, part.scores)
         return NodeTrace("or", scores, parts)
+
+    def _kept(self, part: NodeTrace) -> Tensor:
+        """The candidates a DNF disjunct passes on: its beam, or the top-k of its scores."""
+        if part.beam is not None:
+            return part.beam
+        top_v, top_i = part.scores.topk(min(self.c.k, self.n), dim=1)
+        return torch.full_like(part.scores, float("-inf")).scatter_(1, top_i, top_v)
 
     def project(self, nodes: list[Query]) -> NodeTrace:
         rel = torch.tensor([q.relation for q in nodes], device=self.p.device)  # type: ignore[union-attr]
