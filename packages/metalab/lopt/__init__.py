@@ -112,6 +112,16 @@ _EXPORTS = {
         "train_task",
         "tune_baseline",
     ],
+    "meta_system": ["TaskTrainingSystem", "sample_log_uniform", "evaluate_thetas"],
+    "meta_training": [
+        "MetaTrainConfig",
+        "LoptTrainingResult",
+        "meta_train_lopt",
+        "build_meta_system",
+        "build_estimator",
+        "make_outer_optimizer",
+        "equivalent_command",
+    ],
 }
 
 __all__ = [
@@ -144,6 +154,7 @@ __all__ = [
     "LearnedOptimizer",
     "LearnedOptimizerSystem",
     "LinearQuadratic",
+    "LoptTrainingResult",
     "LoptWeights",
     "LossFeatures",
     "MLPArch",
@@ -151,6 +162,7 @@ __all__ = [
     "MLPLOptShapes",
     "MLPMnistFamily",
     "MLPTask",
+    "MetaTrainConfig",
     "MetaTrainResult",
     "MixedFamily",
     "ModuleTask",
@@ -167,6 +179,7 @@ __all__ = [
     "Task",
     "TaskFamily",
     "TaskResult",
+    "TaskTrainingSystem",
     "ToyRegression",
     "TrainCurves",
     "TruncatedES",
@@ -178,13 +191,17 @@ __all__ = [
     "arch_names",
     "arch_resolver",
     "baseline_names",
+    "build_estimator",
+    "build_meta_system",
     "clean_losses",
+    "equivalent_command",
     "estimate_on_system",
     "estimate_statistics",
     "estimator_names",
     "estimator_resolver",
     "evaluate",
     "evaluate_task",
+    "evaluate_thetas",
     "family_names",
     "family_resolver",
     "full_meta_loss",
@@ -199,12 +216,15 @@ __all__ = [
     "make_baseline",
     "make_estimator",
     "make_family",
+    "make_outer_optimizer",
     "make_provenance",
     "make_system",
     "meta_train",
+    "meta_train_lopt",
     "mlp_lopt_step",
     "plot_speedup_fraction",
     "register_arch",
+    "sample_log_uniform",
     "save_weights",
     "speedup",
     "system_names",
@@ -255,6 +275,16 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         tune_baseline,
     )
     from metalab.lopt.interfaces import LossFeatures, OptimizerArch, Task, TaskFamily
+    from metalab.lopt.meta_system import TaskTrainingSystem, evaluate_thetas, sample_log_uniform
+    from metalab.lopt.meta_training import (
+        LoptTrainingResult,
+        MetaTrainConfig,
+        build_estimator,
+        build_meta_system,
+        equivalent_command,
+        make_outer_optimizer,
+        meta_train_lopt,
+    )
     from metalab.lopt.mlp_lopt import MLPLOptShapes, Segments, init_mlp_lopt, mlp_lopt_step
     from metalab.lopt.optimizer import LearnedOptimizer
     from metalab.lopt.registry import (

@@ -79,6 +79,15 @@ class UnrolledSystem(ABC):
         """Per-step data for ``num`` streams: tensors of shape ``[steps, num, ...]`` or ``None``."""
         return None
 
+    def episode_end(self, state: State, t: Tensor) -> Tensor:
+        """``[P]`` true where a particle's episode ends after step ``t`` (``state`` is post-step).
+
+        The default is a fixed :attr:`horizon`; systems whose episode lengths vary (sampled
+        truncation horizons, kept in the state) override it.
+        """
+        assert self.horizon is not None
+        return t + 1 >= self.horizon
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -158,8 +167,11 @@ def unroll(
             t = t + 1
             losses.append(loss)
             continue
-        done = t + 1 >= system.horizon
-        if bool(done.any()):
+        done = system.episode_end(state, t)
+        if bool(done.all()):  # fresh states may differ in shape (a new task); no mixing needed
+            fresh = layout.fresh_states(system, generator)
+            state = {k: v.to(state[k].dtype) if k in state else v for k, v in fresh.items()}
+        elif bool(done.any()):
             fresh = layout.fresh_states(system, generator)
             state = {k: _where_rows(done, fresh[k], v) for k, v in state.items()}
         t = torch.where(done, torch.zeros_like(t), t + 1)
