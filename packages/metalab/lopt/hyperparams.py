@@ -124,22 +124,59 @@ class ManyHyperparamsParams:
     methods: list[str] = field(default_factory=lambda: ["pes:10", "truncated-es:10"])
     eval_episodes: int = 8
     loss_clip: float = 10.0
+    repeats: int = 1
 
 
 def many_hyperparams(config: RunConfig, run: Run) -> dict[str, float]:
-    """PES, truncated ES and random search on ≥ 20 hyperparameters; report meta-losses."""
+    """PES, truncated ES and random search on ≥ 20 hyperparameters; report meta-losses.
+
+    With ``repeats > 1`` every method is re-run with independent noise/data streams (repeat 0
+    uses the streams of a single run) and each ``*.meta_loss`` is the mean over repeats, all
+    measured on the same evaluation episodes; ``pes_best_fraction`` counts the repeats in
+    which PES beat every other method.
+    """
     p = config.typed(ManyHyperparamsParams)
+    if p.repeats < 1:
+        raise ConfigError(f"repeats must be >= 1, got {p.repeats}")
     system = ManyHyperparamsSystem(
         horizon=p.horizon, sizes=tuple(p.sizes), device=config.torch_device
     )
-
     evaluate = functools.partial(_clipped_meta_loss, config, system, p.loss_clip)
-
     metrics: dict[str, float] = {"hyperparameters": float(system.theta_dim)}
     metrics["start"] = run.stage(
         "start", lambda: float(evaluate(system.initial_theta(), p.eval_episodes))
     )
-    budget = p.outer_steps * 2 * p.pairs * p.truncation
+    labels = [parse_method(m)[2] for m in p.methods] + ["random_search"]
+    runs = torch.tensor(
+        [_one_repeat(config, run, p, system, evaluate, rep) for rep in range(p.repeats)],
+        dtype=torch.float64,
+    )  # [repeats, methods]
+    means = runs.mean(dim=0)
+    for i, label in enumerate(labels):
+        metrics[f"{label}.meta_loss"] = float(means[i])
+        if p.repeats > 1:
+            metrics[f"{label}.meta_loss_se"] = float(runs[:, i].std() / p.repeats**0.5)
+    metrics["random_search.configurations"] = float(
+        max(1, p.outer_steps * 2 * p.pairs * p.truncation // p.horizon)
+    )
+    metrics["pes_minus_best_other"] = float(means[0] - means[1:].min())
+    metrics["pes_best_fraction"] = float(
+        (runs[:, 0] < runs[:, 1:].min(dim=1).values).to(runs.dtype).mean()
+    )
+    return metrics
+
+
+def _one_repeat(
+    config: RunConfig,
+    run: Run,
+    p: ManyHyperparamsParams,
+    system: ManyHyperparamsSystem,
+    evaluate: Any,
+    rep: int,
+) -> list[float]:
+    """Meta-losses of every ES method and of random search for one repeat (memoized stages)."""
+    suffix = "" if rep == 0 else f"/rep{rep}"
+    losses = []
     for method in p.methods:
         name, k, label = parse_method(method)
 
@@ -153,27 +190,18 @@ def many_hyperparams(config: RunConfig, run: Run) -> dict[str, float]:
                 estimator,
                 steps=p.outer_steps,
                 optimizer=lambda params: torch.optim.Adam(params, lr=p.outer_lr),
-                stream=label,
+                stream=label + suffix,
             )
             return {
                 "meta": float(evaluate(result.theta, p.eval_episodes)),
                 "steps": result.inner_steps,
             }
 
-        out = run.stage(label, train)
-        metrics[f"{label}.meta_loss"] = out["meta"]
-
-    search = functools.partial(_random_search, config, p, system, evaluate, budget)
-    out = run.stage("random-search", search)
-    metrics["random_search.meta_loss"] = out["meta"]
-    metrics["random_search.configurations"] = float(out["count"])
-    labels = [parse_method(m)[2] for m in p.methods]
-    pes = metrics[f"{labels[0]}.meta_loss"]
-    others = [metrics[f"{lab}.meta_loss"] for lab in labels[1:]] + [
-        metrics["random_search.meta_loss"]
-    ]
-    metrics["pes_minus_best_other"] = pes - min(others)
-    return metrics
+        losses.append(run.stage(label + suffix, train)["meta"])
+    budget = p.outer_steps * 2 * p.pairs * p.truncation
+    search = functools.partial(_random_search, config, p, system, evaluate, budget, suffix)
+    losses.append(run.stage("random-search" + suffix, search)["meta"])
+    return losses
 
 
 def _clipped_meta_loss(
@@ -198,12 +226,13 @@ def _random_search(
     system: ManyHyperparamsSystem,
     evaluate: Any,
     budget: int,
+    suffix: str = "",
 ) -> dict[str, Any]:
     """Random search with ``budget`` inner steps: one episode per configuration."""
     count = max(1, budget // p.horizon)
     candidates = random_box(
-        system.tensors, system.layers, count, generator=config.generator("random-search")
+        system.tensors, system.layers, count, generator=config.generator("random-search" + suffix)
     )
-    scores = evaluate(candidates.to(system.device), 1, purpose="random-search-data")
+    scores = evaluate(candidates.to(system.device), 1, purpose="random-search-data" + suffix)
     best = candidates[int(scores.argmin())]
     return {"meta": float(evaluate(best.to(system.device), p.eval_episodes)), "count": count}

@@ -14,8 +14,9 @@ multiply-adds per parameter).
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -36,6 +37,7 @@ TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5)
 HIDDEN = 32
 NUM_PARAM_FEATURES = 2 + len(BETAS)
 NUM_FEATURES = NUM_PARAM_FEATURES + len(TIMESCALES)
+_CACHE_BYTES = 8 * 2**20  # activation bytes per particle block on CPU (see _particle_blocks)
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,16 @@ class Segments:
     Attributes:
         index: ``[N]`` tensor id of each entry.
         sizes: ``[S]`` number of entries per tensor.
+        bounds: ``(start, stop)`` of each tensor's entries (derived from ``sizes``).
     """
 
     index: Tensor
     sizes: Tensor
+    bounds: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        stops = list(itertools.accumulate(int(n) for n in self.sizes.tolist()))
+        object.__setattr__(self, "bounds", tuple(zip([0, *stops[:-1]], stops, strict=True)))
 
     @classmethod
     def from_shapes(cls, shapes: list[tuple[int, ...]], device: torch.device) -> Segments:
@@ -57,17 +65,39 @@ class Segments:
         index = torch.repeat_interleave(torch.arange(len(shapes), device=device), sizes)
         return cls(index, sizes)
 
+    def mean_square(self, features: Tensor, dim: int = -1) -> Tensor:
+        """Per-tensor mean of ``features²`` along ``dim`` (length N): that dim becomes ``S``."""
+        return torch.cat(
+            [
+                torch.linalg.vector_norm(features.narrow(dim, a, b - a), dim=dim, keepdim=True)
+                .square()
+                .div(b - a)
+                for a, b in self.bounds
+            ],
+            dim=dim,
+        )
+
     def rms(self, features: Tensor, dim: int = -1) -> Tensor:
         """Per-tensor RMS of ``features`` along ``dim`` (length N): that dim becomes ``S``."""
-        pieces = torch.split(features, self.sizes.tolist(), dim=dim)
-        means = [piece.pow(2).mean(dim=dim, keepdim=True) for piece in pieces]
-        return torch.cat(means, dim=dim).add(1e-12).sqrt()
+        return self.mean_square(features, dim).add(1e-12).sqrt()
 
     def normalize(self, features: Tensor, dim: int = -1) -> Tensor:
-        """``features`` divided by their per-tensor RMS along ``dim`` (loops over tensors only)."""
-        pieces = torch.split(features, self.sizes.tolist(), dim=dim)
-        scaled = [p * torch.rsqrt(p.pow(2).mean(dim=dim, keepdim=True) + 1e-12) for p in pieces]
-        return torch.cat(scaled, dim=dim)
+        """``features`` divided by their per-tensor RMS along ``dim`` (differentiable)."""
+        inv = torch.rsqrt(self.mean_square(features, dim) + 1e-12)
+        return features * inv.repeat_interleave(
+            self.sizes, dim=dim, output_size=features.shape[dim]
+        )
+
+    def normalize_(self, features: Tensor, dim: int = -1) -> Tensor:
+        """In-place :meth:`normalize` (one reduction and one scaling pass per tensor, no copy).
+
+        Not for tensors that autograd must differentiate through.
+        """
+        for a, b in self.bounds:
+            piece = features.narrow(dim, a, b - a)
+            norm = torch.linalg.vector_norm(piece, dim=dim, keepdim=True)
+            piece.mul_(norm.square_().div_(b - a).add_(1e-12).rsqrt_())
+        return features
 
 
 @dataclass(frozen=True)
@@ -152,19 +182,79 @@ def mlp_lopt_step(
         ``(new_params, new_moments)``.
     """
     shapes = shapes or MLPLOptShapes()
+    features, moments = _features(params, grads, moments, segments)  # [P, N, 9]
+    weights = _layers(theta, t, shapes)
+    blocks = _particle_blocks(params, shapes.hidden)
+    if blocks == 1:
+        step = _mlp(features, *weights)
+    else:  # cache blocking: same numbers, activations of a few particles at a time stay in cache
+        parts = zip(features.chunk(blocks), *(w.chunk(blocks) for w in weights), strict=True)
+        step = torch.cat([_mlp(*part) for part in parts])
+    return params - step, moments
+
+
+def _mlp(features: Tensor, w1: Tensor, w2: Tensor, w3: Tensor, b2: Tensor, b3: Tensor) -> Tensor:
+    """The per-parameter MLP and output rule: the step ``d·exp(0.001·m)·0.001`` ``[P, N]``.
+
+    It runs feature-major (``[P, H, N]``: the parameter axis is the long GEMM dimension) with
+    in-place bias and ReLU; layer 1's bias (``b1`` + time features) rides on the ones column
+    of ``features``. On CPU this layout is ~2x faster than ``[P, N, H]``, mostly in the
+    2-wide output layer.
+    """
+    hidden = torch.bmm(w1, features.transpose(1, 2)).relu_()
+    hidden = torch.bmm(w2, hidden).add_(b2).relu_()
+    out = torch.baddbmm(b3, w3, hidden)  # [P, 2, N]
+    return out[:, 0] * torch.exp(0.001 * out[:, 1]) * 0.001
+
+
+def _particle_blocks(params: Tensor, hidden: int) -> int:
+    """How many particle blocks keep one block's ``[P_b, H, N]`` activations within the cache.
+
+    Only on CPU, where a 64-particle batch (20 MB of activations for the digits MLP) runs
+    ~40% slower per particle than blocks of 8–32; GPUs take the whole batch at once.
+    """
+    if params.device.type != "cpu":
+        return 1
+    per_particle = params.shape[1] * hidden * params.element_size()
+    return max(1, min(params.shape[0], math.ceil(params.shape[0] * per_particle / _CACHE_BYTES)))
+
+
+def _features(
+    params: Tensor, grads: Tensor, moments: Tensor, segments: Segments
+) -> tuple[Tensor, Tensor]:
+    """Updated momenta and the per-tensor RMS-normalized features plus a ones column."""
     betas = torch.tensor(BETAS, dtype=params.dtype, device=params.device)
-    moments = betas * moments + (1.0 - betas) * grads.unsqueeze(-1)
-    features = torch.cat([params.unsqueeze(-1), grads.unsqueeze(-1), moments], dim=-1)
-    features = segments.normalize(features, dim=1)  # [P, N, 8]
+    moments = torch.lerp(grads.unsqueeze(-1), moments, betas)  # β·m + (1 − β)·g
+    ones = params.new_ones(1, 1, 1).expand(*params.shape, 1)
+    raw = [params.unsqueeze(-1), grads.unsqueeze(-1), moments]
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (params, grads, moments)):
+        normalized = segments.normalize(torch.cat(raw, dim=-1), dim=1)
+        return torch.cat([normalized, ones], dim=-1), moments
+    features = torch.cat([*raw, ones], dim=-1)
+    segments.normalize_(features[..., :NUM_PARAM_FEATURES], dim=1)
+    return features, moments
+
+
+def _layers(
+    theta: Tensor, t: Tensor, shapes: MLPLOptShapes
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Transposed, contiguous per-particle weights ``(W1ᵀ|bias, W2ᵀ, W3ᵀ, b2, b3)``.
+
+    Layer 1's ``[P, H, 9]`` weights end with the column ``b1 + time_features(t) @ W1_time``
+    (the time features are the same for all parameters of a particle).
+    """
     w = shapes.unflatten(theta)
     w1 = w["w1"]  # [P, 19, H]
     time_bias = torch.baddbmm(
-        w["b1"].unsqueeze(1), time_features(t).unsqueeze(1), w1[:, NUM_PARAM_FEATURES:]
-    )  # [P, 1, H]: the time features' share of layer 1
-    # [P, N, H] activations (tall row-major bmm is the fast layout on CPU) with in-place
-    # bias and ReLU: fresh allocations of these big tensors cost more than the arithmetic.
-    hidden = torch.bmm(features, w1[:, :NUM_PARAM_FEATURES]).add_(time_bias).relu_()
-    hidden = torch.bmm(hidden, w["w2"]).add_(w["b2"].unsqueeze(1)).relu_()
-    out = torch.baddbmm(w["b3"].unsqueeze(1), hidden, w["w3"])  # [P, N, 2]
-    step = out[..., 0] * torch.exp(0.001 * out[..., 1]) * 0.001
-    return params - step, moments
+        w["b1"].unsqueeze(1),
+        time_features(t).to(theta.dtype).unsqueeze(1),
+        w1[:, NUM_PARAM_FEATURES:],
+    )  # [P, 1, H]
+    first = torch.cat([w1[:, :NUM_PARAM_FEATURES], time_bias], dim=1).transpose(1, 2)
+    return (
+        first.contiguous(),
+        w["w2"].transpose(1, 2).contiguous(),
+        w["w3"].transpose(1, 2).contiguous(),
+        w["b2"].unsqueeze(2),
+        w["b3"].unsqueeze(2),
+    )
