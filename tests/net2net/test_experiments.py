@@ -8,9 +8,18 @@ import torch
 from metalab.core.claims import run_spec
 from metalab.core.errors import ConfigError
 from metalab.core.specs import discover_specs
+from metalab.core.training import EpochRecord
 from metalab.net2net import mlp, small_cnn, widen
 from metalab.net2net.experiments import parse_stage
-from metalab.net2net.experiments.common import epochs_to, forward_macs, plateau, random_pad
+from metalab.net2net.experiments.common import (
+    Data,
+    build,
+    epochs_to,
+    forward_macs,
+    plateau,
+    random_pad,
+    step_lr,
+)
 from metalab.net2net.experiments.runners import reinitialized
 
 
@@ -50,6 +59,46 @@ def test_reinitialized_is_seeded_and_touches_only_named_layers():
     only = reinitialized(model, seed=1, purpose="x", names=["out"])
     torch.testing.assert_close(only.fc1.weight, model.fc1.weight)
     assert not torch.equal(only.out.weight, model.out.weight)
+
+
+def test_step_lr_drops_the_rate_for_the_final_epochs():
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    on_epoch = step_lr(opt, epochs=5, lr=0.1, final_lr=0.01, final_epochs=2)
+    seen = []
+    for epoch in range(1, 6):
+        seen.append(opt.param_groups[0]["lr"])  # the rate used during this epoch
+        on_epoch(EpochRecord(epoch, 0.0))
+    assert seen == [0.1, 0.1, 0.1, 0.01, 0.01]
+    step_lr(opt, epochs=3, lr=0.1, final_lr=0.01, final_epochs=3)
+    assert opt.param_groups[0]["lr"] == 0.01  # all epochs in the final phase
+
+
+def test_random_pad_new_outgoing_weights_are_random_not_zero():
+    torch.manual_seed(0)
+    teacher, fresh = mlp(6, [3], 4), mlp(6, [8], 4)
+    pad = random_pad(teacher, fresh, flatten_blocks={})
+    assert pad.out.weight[:, 3:].abs().min() > 0  # the paper's pad changes the function
+    x = torch.randn(5, 6)
+    assert not torch.allclose(pad(x), teacher(x))
+
+
+def test_runner_rejects_bad_seed_count(tmp_path):
+    spec = discover_specs("experiments")["net2net-wider"]
+    outcome = run_spec(spec, quick=True, device="cpu", out=tmp_path, overrides={"seeds": 0})
+    assert outcome.error is not None and "seeds" in outcome.error
+
+
+def test_build_dropout_only_for_mlps():
+    data = Data(
+        (torch.zeros(2, 1, 4, 4), torch.zeros(2)), (torch.zeros(1), torch.zeros(1)), (1, 4, 4)
+    )
+    model = build("mlp", [5], data, dropout=0.5)
+    assert any(isinstance(m, torch.nn.Dropout) for m in model.modules())
+    with pytest.raises(ConfigError, match="dropout"):
+        build("cnn", [2], data, dropout=0.5)
+    with pytest.raises(ConfigError, match="dropout"):
+        build("mlp", [2], data, dropout=1.0)
 
 
 def test_parse_stage():

@@ -195,9 +195,7 @@ def test_zero_sum_noise_preserves_the_function_exactly(net, pick, extra):
     i = pick % len(hidden)
     new = hidden[i] * 2 if any(isinstance(m, nn.LayerNorm) for m in model) else hidden[i] + extra
     gen = torch.Generator().manual_seed(seed)
-    grown, _ = widen(
-        model, f"fc{i + 1}", new, noise=0.05, noise_kind="zero_sum", generator=gen
-    )
+    grown, _ = widen(model, f"fc{i + 1}", new, noise=0.05, noise_kind="zero_sum", generator=gen)
     assert preservation_error(model, grown, _inputs(shape, seed)) < TOL
 
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from metalab.core.errors import ConfigError
 from metalab.core.seeding import derive_seed
-from metalab.core.training import accuracy, train_supervised
+from metalab.core.training import EpochRecord, accuracy, train_supervised
 from metalab.net2net.models import mlp, small_cnn
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "load_data",
     "plateau",
     "random_pad",
+    "step_lr",
     "train_curve",
 ]
 
@@ -79,12 +80,25 @@ def load_data(name: str, *, seed: int, device: torch.device, train_examples: int
 
 
 def build(
-    kind: str, widths: Sequence[int], data: Data, *, batchnorm: bool = False
+    kind: str, widths: Sequence[int], data: Data, *, batchnorm: bool = False, dropout: float = 0.0
 ) -> nn.Sequential:
-    """An MLP (``widths`` = hidden sizes) or a small CNN (``widths`` = channels) for ``data``."""
+    """An MLP (``widths`` = hidden sizes) or a small CNN (``widths`` = channels) for ``data``.
+
+    ``dropout`` (MLP only) after every hidden activation; the paper notes it also breaks the
+    symmetry of replicated units.
+
+    Raises:
+        ConfigError: an unknown kind, or dropout outside [0, 1) or on a CNN.
+    """
+    if not 0.0 <= dropout < 1.0 or (dropout and kind != "mlp"):
+        raise ConfigError(f"dropout must be in [0, 1) and only for 'mlp', got {dropout} ({kind})")
     if kind == "mlp":
         return mlp(
-            math.prod(data.input_shape), widths, data.classes, norm="batch" if batchnorm else None
+            math.prod(data.input_shape),
+            widths,
+            data.classes,
+            norm="batch" if batchnorm else None,
+            dropout=dropout,
         )
     if kind == "cnn":
         channels, size = data.input_shape[0], data.input_shape[-1]
@@ -102,6 +116,30 @@ def init_seeded(
     return model.to(device)
 
 
+def step_lr(
+    optimizer: torch.optim.Optimizer, *, epochs: int, lr: float, final_lr: float, final_epochs: int
+) -> Callable[[EpochRecord], None]:
+    """A step schedule: ``lr`` for ``epochs - final_epochs`` epochs, then ``final_lr``.
+
+    Sets the first epoch's rate now and returns the ``on_epoch`` callback that drops it
+    (Chen et al. 2016, Sec. 4: the teacher ends at a low rate, and Net2Net students keep
+    training at that rate).
+    """
+    switch = max(epochs - final_epochs, 0)
+
+    def set_lr(value: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = value
+
+    set_lr(lr if switch > 0 else final_lr)
+
+    def on_epoch(record: EpochRecord) -> None:
+        if record.epoch == switch:
+            set_lr(final_lr)
+
+    return on_epoch
+
+
 def train_curve(
     model: nn.Module,
     data: Data,
@@ -112,12 +150,22 @@ def train_curve(
     batch_size: int,
     generator: torch.Generator,
     optimizer: torch.optim.Optimizer | None = None,
+    final_lr: float | None = None,
+    final_epochs: int = 0,
 ) -> dict[str, list[float]]:
     """Train with SGD (or ``optimizer``); return test and training accuracy per epoch.
 
     ``{"test": [...], "train": [...]}``; index 0 is before any step, then one per epoch.
+    With ``final_lr``, the last ``final_epochs`` epochs use it (:func:`step_lr`).
     """
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    on_epoch = step_lr(
+        optimizer,
+        epochs=epochs,
+        lr=lr,
+        final_lr=lr if final_lr is None else final_lr,
+        final_epochs=final_epochs,
+    )
     history = train_supervised(
         model,
         data.train,
@@ -127,6 +175,7 @@ def train_curve(
         generator=generator,
         evaluate=lambda m: {"test": accuracy(m, *data.test), "train": accuracy(m, *data.train)},
         evaluate_at_start=True,
+        on_epoch=on_epoch,
     )
     return {split: [record.metrics[split] for record in history] for split in ("test", "train")}
 

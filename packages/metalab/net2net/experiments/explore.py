@@ -4,10 +4,15 @@ Chen et al. (2016), Sec. 4.3: exploring model space by growing a trained network
 deeper, each stage continuing from the last, costs less than training every candidate from
 scratch. Compute is counted in forward multiply-accumulates per example times examples
 seen (training costs a constant multiple of it for every model, so ratios are fair).
+
+Learning rates (Sec. 4): the start model and the scratch model use ``lr`` and end with
+``final_epochs`` at ``final_lr``; every grown stage continues at ``final_lr``. Both paths
+are repeated over ``seeds`` seeds and compared on the seed-averaged curves.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +32,7 @@ from metalab.net2net.experiments.common import (
     init_seeded,
     load_data,
     plateau,
+    step_lr,
 )
 from metalab.net2net.experiments.runners import reinitialized
 from metalab.net2net.optim import OptimizerState, transfer_optimizer
@@ -61,6 +67,14 @@ class ExploreParams:
     window: int = 3
     optimizer_state: str = "carry"
     train_examples: int = 0
+    final_lr: float = 0.0
+    final_epochs: int = 0
+    seeds: int = 1
+
+    @property
+    def stage_lr(self) -> float:
+        """The start model's last learning rate, at which every grown stage continues."""
+        return self.final_lr if self.final_lr > 0 and self.final_epochs > 0 else self.lr
 
 
 def parse_stage(text: str) -> tuple[str, str, int]:
@@ -93,7 +107,9 @@ class _Path:
             "train": accuracy(model, *self.data.train),
         }
 
-    def train(self, model: nn.Module, optimizer: torch.optim.Optimizer, epochs: int) -> None:
+    def train(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, epochs: int, *, schedule: bool
+    ) -> None:
         from metalab.core.training import train_supervised
 
         per_epoch = forward_macs(model, self.data.input_shape) * len(self.data.train[0])
@@ -109,6 +125,13 @@ class _Path:
             batch_size=self.p.batch_size,
             generator=self.generator,
             evaluate=self._evaluate,
+            on_epoch=step_lr(
+                optimizer,
+                epochs=epochs,
+                lr=self.p.lr if schedule else self.p.stage_lr,
+                final_lr=self.p.stage_lr,
+                final_epochs=self.p.final_epochs if schedule else 0,
+            ),
         )
         for record in history:
             for split in ("test", "train"):
@@ -130,9 +153,43 @@ def explore(config: RunConfig, run: Run) -> dict[str, Any]:
         parse_stage(stage)
     if p.optimizer_state not in ("carry", "reset"):
         raise ConfigError(f"optimizer_state must be 'carry' or 'reset', got {p.optimizer_state!r}")
+    if p.seeds < 1 or p.final_epochs < 0 or p.final_lr < 0:
+        raise ConfigError(
+            f"need seeds >= 1, final_epochs >= 0, final_lr >= 0; "
+            f"got {p.seeds}, {p.final_epochs}, {p.final_lr}"
+        )
     data = load_data(
         p.dataset, seed=config.seed, device=config.torch_device, train_examples=p.train_examples
     )
+    paths, scratch_curves, errors, exact_errors = [], [], [], []
+    for k in range(p.seeds):
+        cfg = config if k == 0 else dataclasses.replace(config, seed=config.seed + k)
+        path, model, noisy, exact = _grown_path(cfg, p, data)
+        errors += noisy
+        exact_errors += exact
+        scratch = reinitialized(model, seed=cfg.seed, purpose="scratch-init")
+
+        def compute(m: nn.Module = scratch, c: RunConfig = cfg) -> dict[str, list[float]]:
+            return _scratch_curve(m, data, p, c)
+
+        scratch_curves.append(run.stage(f"scratch-{k}", compute))
+        paths.append(path)
+    scratch_macs = forward_macs(scratch, data.input_shape) * len(data.train[0])
+    mean_path = paths[0]
+    mean_path.accuracy = {s: _mean([q.accuracy[s] for q in paths]) for s in ("test", "train")}
+    scratch_mean = {s: _mean([c[s] for c in scratch_curves]) for s in ("test", "train")}
+    metrics = _summarize(run, p, mean_path, scratch_mean, scratch_macs, errors, model)
+    return metrics | {"max_stage_preservation_error_exact": max(exact_errors, default=0.0)}
+
+
+def _mean(curves: list[list[float]]) -> list[float]:
+    return [sum(values) / len(values) for values in zip(*curves, strict=True)]
+
+
+def _grown_path(
+    config: RunConfig, p: ExploreParams, data: Data
+) -> tuple[_Path, nn.Module, list[float], list[float]]:
+    """Train the start model, then grow and train stage by stage; return the path's record."""
     model = init_seeded(
         lambda: build(p.model, p.start_widths, data, batchnorm=p.batchnorm),
         seed=config.seed,
@@ -143,7 +200,7 @@ def explore(config: RunConfig, run: Run) -> dict[str, Any]:
     optimizer: torch.optim.Optimizer = torch.optim.SGD(
         model.parameters(), lr=p.lr, momentum=p.momentum
     )
-    path.train(model, optimizer, p.initial_epochs)
+    path.train(model, optimizer, p.initial_epochs, schedule=True)
     gen, errors, exact_errors = config.generator("growth"), [], []
     for stage in p.stages:
         replay = torch.Generator()
@@ -155,12 +212,8 @@ def explore(config: RunConfig, run: Run) -> dict[str, Any]:
         state: OptimizerState = "carry" if p.optimizer_state == "carry" else "reset"
         optimizer = transfer_optimizer(optimizer, model, grown, report, state=state)
         model = grown
-        path.train(model, optimizer, p.stage_epochs)
-    scratch = reinitialized(model, seed=config.seed, purpose="scratch-init")
-    scratch_macs = forward_macs(scratch, data.input_shape) * len(data.train[0])
-    scratch_curve = run.stage("scratch", lambda: _scratch_curve(scratch, data, p, config))
-    metrics = _summarize(config, run, p, path, scratch_curve, scratch_macs, errors, model, data)
-    return metrics | {"max_stage_preservation_error_exact": max(exact_errors, default=0.0)}
+        path.train(model, optimizer, p.stage_epochs, schedule=False)
+    return path, model, errors, exact_errors
 
 
 def _scratch_curve(
@@ -176,11 +229,12 @@ def _scratch_curve(
         momentum=p.momentum,
         batch_size=p.batch_size,
         generator=config.generator("scratch-data"),
+        final_lr=p.stage_lr,
+        final_epochs=p.final_epochs,
     )
 
 
 def _summarize(
-    config: RunConfig,
     run: Run,
     p: ExploreParams,
     path: _Path,
@@ -188,7 +242,6 @@ def _summarize(
     scratch_macs: int,
     errors: list[float],
     model: nn.Module,
-    data: Data,
 ) -> dict[str, Any]:
     for epoch, compute in enumerate(path.compute):
         run.log(

@@ -5,11 +5,20 @@ order: initialized by Net2Net from the teacher, initialized at random, and the p
 "random pad" (teacher's weights kept, new units or layers random). The speed-up is the
 ratio of epochs random initialization needs to reach its own final accuracy to the epochs
 Net2Net needs to reach it.
+
+Learning-rate protocol (Sec. 4): the teacher is trained with ``lr`` and ends with
+``final_epochs`` at ``final_lr``; the Net2Net and random-pad students continue at the
+teacher's final rate (they start from a trained network), random initialization gets the
+teacher's own schedule (``lr``, then ``final_lr`` for its last ``final_epochs``). Every
+comparison is repeated over ``seeds`` seeds (teacher, mapping, noise, inits and batch order;
+same data split) and made on the seed-averaged curves.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +59,18 @@ class _Common:
     noise: float = 0.01
     window: int = 3
     train_examples: int = 0
+    final_lr: float = 0.0
+    final_epochs: int = 0
+    seeds: int = 1
+    dropout: float = 0.0
+
+    @property
+    def student_lr(self) -> float:
+        """The teacher's last learning rate, at which Net2Net students continue."""
+        return self.final_lr if self.final_lr > 0 and self.final_epochs > 0 else self.lr
+
+
+Students = Callable[[RunConfig, nn.Module], tuple[dict[str, nn.Module], dict[str, float]]]
 
 
 @dataclass
@@ -73,14 +94,17 @@ def layer_names(kind: str, depth: int) -> list[str]:
 
 
 def teacher_model(
-    config: RunConfig, run: Run, p: _Common, data: Data
+    config: RunConfig, run: Run, p: _Common, data: Data, *, tag: str = "teacher"
 ) -> tuple[nn.Module, dict[str, list[float]]]:
-    """Train the teacher once per run folder (weights checkpointed, curve memoized)."""
+    """Train the teacher once per run folder (weights checkpointed under ``tag``, curve memoized).
+
+    ``lr``, then ``final_lr`` for the last ``final_epochs`` epochs.
+    """
 
     def make() -> nn.Module:
         widths = p.teacher_widths
         return init_seeded(
-            lambda: build(p.model, widths, data, batchnorm=p.batchnorm),
+            lambda: build(p.model, widths, data, batchnorm=p.batchnorm, dropout=p.dropout),
             seed=config.seed,
             purpose="teacher-init",
             device=config.torch_device,
@@ -88,29 +112,39 @@ def teacher_model(
 
     def compute() -> dict[str, list[float]]:
         model = make()
-        curve = _train(model, config, p, data, p.teacher_epochs, "teacher-data")
-        run.save_checkpoint({"state_dict": model.state_dict()}, tag="teacher")
+        curve = _train(model, config, p, data, p.teacher_epochs, "teacher-data", schedule=True)
+        run.save_checkpoint({"state_dict": model.state_dict()}, tag=tag)
         return curve
 
-    curve = run.stage("teacher", compute)
+    curve = run.stage(tag, compute)
     model = make()
-    state = run.load_checkpoint(tag="teacher")
+    state = run.load_checkpoint(tag=tag)
     assert state is not None
     model.load_state_dict(state["state_dict"])
     return model, curve
 
 
 def _train(
-    model: nn.Module, config: RunConfig, p: _Common, data: Data, epochs: int, stream: str
+    model: nn.Module,
+    config: RunConfig,
+    p: _Common,
+    data: Data,
+    epochs: int,
+    stream: str,
+    *,
+    schedule: bool,
 ) -> dict[str, list[float]]:
+    """``schedule``: the teacher's step schedule; otherwise constant ``p.student_lr``."""
     return train_curve(
         model,
         data,
         epochs=epochs,
-        lr=p.lr,
+        lr=p.lr if schedule else p.student_lr,
         momentum=p.momentum,
         batch_size=p.batch_size,
         generator=config.generator(stream),
+        final_lr=p.student_lr,
+        final_epochs=p.final_epochs if schedule else 0,
     )
 
 
@@ -134,53 +168,95 @@ def reinitialized(
     return fresh
 
 
+def _seed_config(config: RunConfig, k: int) -> RunConfig:
+    return config if k == 0 else dataclasses.replace(config, seed=config.seed + k)
+
+
 def _compare(
-    config: RunConfig,
-    run: Run,
-    p: _Common,
-    data: Data,
-    students: dict[str, nn.Module],
-    teacher: dict[str, list[float]],
+    config: RunConfig, run: Run, p: _Common, data: Data, make_students: Students
 ) -> dict[str, float]:
-    """Train every student, log the curves, and compare them on both splits.
+    """Per seed: train a teacher, grow the students, train them; compare the mean curves.
 
     For each split, the target is random init's final accuracy (mean of its last ``window``
-    epochs); ``speedup_<split>`` = epochs random init needs / epochs Net2Net needs (at least 1).
+    epochs of the seed-averaged curve); ``speedup`` = epochs random init needs / epochs
+    Net2Net needs (at least 1). Net2Net and random pad train at the teacher's final rate,
+    random init with the teacher's schedule.
     """
-    curves: dict[str, dict[str, list[float]]] = {}
-    for name, model in students.items():
-
-        def compute(m: nn.Module = model) -> dict[str, list[float]]:
-            return _train(m, config, p, data, p.student_epochs, "student-data")
-
-        curves[name] = run.stage(name, compute)
+    runs: list[dict[str, dict[str, list[float]]]] = []
+    teachers: list[dict[str, list[float]]] = []
+    errors: dict[str, float] = {}
+    for k in range(p.seeds):
+        cfg = _seed_config(config, k)
+        teacher, teacher_curve = teacher_model(cfg, run, p, data, tag=f"teacher-{k}")
+        students, errs = make_students(cfg, teacher)
+        errors = {name: max(v, errors.get(name, 0.0)) for name, v in errs.items()}
+        teachers.append(teacher_curve)
+        runs.append(_train_students(cfg, run, p, data, students, suffix=f"-{k}"))
+    mean = {
+        name: {s: _mean([r[name][s] for r in runs]) for s in ("test", "train")} for name in runs[0]
+    }
+    teacher_mean = {s: _mean([t[s] for t in teachers]) for s in ("test", "train")}
     for epoch in range(p.student_epochs + 1):
         run.log(
             epoch,
             **{
                 f"{name}.{split}_accuracy": curve[split][epoch]
-                for name, curve in curves.items()
+                for name, curve in mean.items()
                 for split in ("test", "train")
             },
         )
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = dict(errors)
     for split in ("test", "train"):
         metrics |= _split_metrics(
-            {k: v[split] for k, v in curves.items()}, teacher[split][-1], split, p.window
+            {k: v[split] for k, v in mean.items()}, teacher_mean[split][-1], split, p.window
         )
-        epochs = list(range(p.student_epochs + 1))
-        plot_curves(
-            run.figure_path(f"{split}_accuracy_vs_epochs.png"),
-            {k: (epochs, v[split]) for k, v in curves.items()},
-            xlabel="epochs of student training",
-            ylabel=f"{split} accuracy",
-            title=f"{config.name}: {p.model} on {p.dataset}",
-            hlines={
-                "teacher": teacher[split][-1],
-                "random-init final": metrics[f"{split}.target_accuracy"],
-            },
-        )
+        for k, curves in enumerate(runs):
+            per_seed = _split_metrics(
+                {n: c[split] for n, c in curves.items()}, teachers[k][split][-1], split, p.window
+            )
+            metrics[f"{split}.speedup_vs_random_init.seed{k}"] = per_seed[
+                f"{split}.speedup_vs_random_init"
+            ]
+        _plot(run, config, p, split, mean, teacher_mean[split][-1], metrics)
     return metrics
+
+
+def _train_students(
+    cfg: RunConfig, run: Run, p: _Common, data: Data, students: dict[str, nn.Module], *, suffix: str
+) -> dict[str, dict[str, list[float]]]:
+    """Each student's curves (memoized per run folder); random init gets its own schedule."""
+    curves = {}
+    for name, model in students.items():
+
+        def compute(m: nn.Module = model, own: bool = name == "random_init") -> Any:
+            return _train(m, cfg, p, data, p.student_epochs, "student-data", schedule=own)
+
+        curves[name] = run.stage(name + suffix, compute)
+    return curves
+
+
+def _mean(curves: list[list[float]]) -> list[float]:
+    return [sum(values) / len(values) for values in zip(*curves, strict=True)]
+
+
+def _plot(
+    run: Run,
+    config: RunConfig,
+    p: _Common,
+    split: str,
+    mean: dict[str, dict[str, list[float]]],
+    teacher_acc: float,
+    metrics: dict[str, float],
+) -> None:
+    epochs = list(range(p.student_epochs + 1))
+    plot_curves(
+        run.figure_path(f"{split}_accuracy_vs_epochs.png"),
+        {k: (epochs, v[split]) for k, v in mean.items()},
+        xlabel="epochs of student training",
+        ylabel=f"{split} accuracy (mean of {p.seeds} seeds)",
+        title=f"{config.name}: {p.model} on {p.dataset}",
+        hlines={"teacher": teacher_acc, "random-init final": metrics[f"{split}.target_accuracy"]},
+    )
 
 
 def _split_metrics(
@@ -207,6 +283,11 @@ def _split_metrics(
 def _check_common(p: _Common) -> None:
     if p.student_epochs < p.window or p.window < 1:
         raise ConfigError(f"need student_epochs >= window >= 1, got {p.student_epochs}, {p.window}")
+    if p.seeds < 1 or p.final_epochs < 0 or p.final_lr < 0:
+        raise ConfigError(
+            f"need seeds >= 1, final_epochs >= 0, final_lr >= 0; got {p.seeds}, "
+            f"{p.final_epochs}, {p.final_lr}"
+        )
 
 
 def wider(config: RunConfig, run: Run) -> dict[str, Any]:
@@ -223,31 +304,40 @@ def wider(config: RunConfig, run: Run) -> dict[str, Any]:
     data = load_data(
         p.dataset, seed=config.seed, device=config.torch_device, train_examples=p.train_examples
     )
-    teacher, teacher_curve = teacher_model(config, run, p, data)
     layers = layer_names(p.model, len(p.teacher_widths))
-    noisy, exact = teacher, teacher
-    mapping_stream, exact_stream = config.generator("mapping"), config.generator("mapping")
-    for layer, width in zip(layers, p.student_widths, strict=True):
-        noisy, _ = widen(noisy, layer, width, noise=p.noise, generator=mapping_stream)
-        exact, _ = widen(exact, layer, width, generator=exact_stream)
-    fresh = init_seeded(
-        lambda: build(p.model, p.student_widths, data, batchnorm=p.batchnorm),
-        seed=config.seed,
-        purpose="student-init",
-        device=config.torch_device,
-    )
     blocks = {} if p.model == "mlp" else {"out": (data.input_shape[-1] // 2 ** len(layers)) ** 2}
-    students = {
-        "net2net": noisy,
-        "random_init": fresh,
-        "random_pad": random_pad(teacher, copy.deepcopy(fresh), flatten_blocks=blocks),
-    }
-    errors = {
+
+    def students(
+        cfg: RunConfig, teacher: nn.Module
+    ) -> tuple[dict[str, nn.Module], dict[str, float]]:
+        noisy, exact = teacher, teacher
+        mapping_stream, exact_stream = cfg.generator("mapping"), cfg.generator("mapping")
+        for layer, width in zip(layers, p.student_widths, strict=True):
+            noisy, _ = widen(noisy, layer, width, noise=p.noise, generator=mapping_stream)
+            exact, _ = widen(exact, layer, width, generator=exact_stream)
+        fresh = init_seeded(
+            lambda: build(
+                p.model, p.student_widths, data, batchnorm=p.batchnorm, dropout=p.dropout
+            ),
+            seed=cfg.seed,
+            purpose="student-init",
+            device=cfg.torch_device,
+        )
+        grown = {
+            "net2net": noisy,
+            "random_init": fresh,
+            "random_pad": random_pad(teacher, copy.deepcopy(fresh), flatten_blocks=blocks),
+        }
+        return grown, _errors(teacher, exact, noisy, data)
+
+    return _compare(config, run, p, data, students)
+
+
+def _errors(teacher: nn.Module, exact: nn.Module, noisy: nn.Module, data: Data) -> dict[str, float]:
+    return {
         "preservation_error_exact": preservation_error(teacher, exact, data.test[0]),
         "preservation_error_noisy": preservation_error(teacher, noisy, data.test[0]),
     }
-    metrics = _compare(config, run, p, data, students, teacher_curve)
-    return errors | metrics
 
 
 def deeper(config: RunConfig, run: Run) -> dict[str, Any]:
@@ -257,24 +347,24 @@ def deeper(config: RunConfig, run: Run) -> dict[str, Any]:
     data = load_data(
         p.dataset, seed=config.seed, device=config.torch_device, train_examples=p.train_examples
     )
-    teacher, teacher_curve = teacher_model(config, run, p, data)
     stats = data.train[0][:512]
-    noisy, exact, inserted = teacher, teacher, []
-    gen = config.generator("noise")
-    for layer in p.insert_after:
-        noisy, report = deepen(
-            noisy, layer, kernel_size=p.kernel_size, data=stats, noise=p.noise, generator=gen
-        )
-        exact, _ = deepen(exact, layer, kernel_size=p.kernel_size, data=stats)
-        inserted += report.inserted
-    students = {
-        "net2net": noisy,
-        "random_init": reinitialized(exact, seed=config.seed, purpose="student-init"),
-        "random_pad": reinitialized(exact, seed=config.seed, purpose="pad-init", names=inserted),
-    }
-    errors = {
-        "preservation_error_exact": preservation_error(teacher, exact, data.test[0]),
-        "preservation_error_noisy": preservation_error(teacher, noisy, data.test[0]),
-    }
-    metrics = _compare(config, run, p, data, students, teacher_curve)
-    return errors | metrics
+
+    def students(
+        cfg: RunConfig, teacher: nn.Module
+    ) -> tuple[dict[str, nn.Module], dict[str, float]]:
+        noisy, exact, inserted = teacher, teacher, []
+        gen = cfg.generator("noise")
+        for layer in p.insert_after:
+            noisy, report = deepen(
+                noisy, layer, kernel_size=p.kernel_size, data=stats, noise=p.noise, generator=gen
+            )
+            exact, _ = deepen(exact, layer, kernel_size=p.kernel_size, data=stats)
+            inserted += report.inserted
+        grown = {
+            "net2net": noisy,
+            "random_init": reinitialized(exact, seed=cfg.seed, purpose="student-init"),
+            "random_pad": reinitialized(exact, seed=cfg.seed, purpose="pad-init", names=inserted),
+        }
+        return grown, _errors(teacher, exact, noisy, data)
+
+    return _compare(config, run, p, data, students)
