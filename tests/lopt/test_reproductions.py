@@ -22,6 +22,24 @@ SPECS = [
         ),
     ),
     ("theory", "theory/pes-unbiased.toml"),
+    pytest.param(
+        "experiments",
+        "experiments/lopt/lopt-vs-tuned-baselines.toml",
+        marks=pytest.mark.xfail(
+            reason="measured: the default matches per-task tuned Adam on 0/10 held-out tasks",
+            strict=False,
+        ),
+    ),
+    ("experiments", "experiments/lopt/lopt-hierarchical-vs-mlp.toml"),
+    pytest.param(
+        "experiments",
+        "experiments/lopt/lopt-self-training.toml",
+        marks=pytest.mark.xfail(
+            reason="measured: the learned outer optimizer loses to the best Adam learning rate",
+            strict=False,
+        ),
+    ),
+    ("experiments", "experiments/lopt/lopt-batch-size-adaptation.toml"),
 ]
 
 
@@ -32,6 +50,10 @@ _ids = [
     "lopt-mlp",
     "many-hyperparams",
     "pes-unbiased",
+    "lopt-vs-tuned-baselines",
+    "lopt-hierarchical-vs-mlp",
+    "lopt-self-training",
+    "lopt-batch-size-adaptation",
 ]
 
 
