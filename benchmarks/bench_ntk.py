@@ -2,7 +2,9 @@
 
 Lanes are (seed, horizon, width) runs; the batched path advances all of them with one set of
 tensor ops per step (metalab.ntk.NetworkASGD), the baseline steps each lane's network in
-turn. Prints lane-steps per second and the speed-up.
+turn. Prints lane-steps per second and the speed-up. The kernel learner is timed too: the
+exact block recursion (metalab.ntk.blocked, a seed's lanes sharing its stream) against the
+step-by-step KernelASGD of run_asgd (one stream per lane), both on S² (degree-16 features).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import torch
 from _timing import timed
 from metalab.core.device import resolve_device
 from metalab.ntk import Lanes, NetworkASGD, augment_inputs, make_activation, sample_sphere
+from metalab.ntk.asgd import DataStream, KernelASGD, run_asgd
+from metalab.ntk.blocked import run_kernel_blocked
+from metalab.ntk.spectrum import ntk_spectrum
 
 
 def _lanes(count: int, width: int) -> Lanes:
@@ -53,6 +58,26 @@ def _time(
     return timed(run_all_steps, device, warmup=False)
 
 
+def _kernel(seeds: int, lanes: int, steps: int) -> tuple[float, float]:
+    """Lane-steps per second of (step-by-step, blocked) kernel ASGD, ``seeds × lanes`` runs."""
+    mu = ntk_spectrum(make_activation("swish"), dim=3, max_degree=24).mu
+    count = seeds * lanes
+    coef = torch.zeros(count, 289, dtype=torch.float64)
+    coef[:, 1:4] = 0.2
+    setup = Lanes(torch.full((count,), steps), torch.full((count,), 1e-3, dtype=torch.float64),
+                  torch.full((count,), 0.2, dtype=torch.float64), coef,
+                  torch.full((count,), 2))
+    gen = torch.Generator().manual_seed(0)
+    learner = {"kernel": KernelASGD(mu, dim=3, feature_degree=16)}
+    looped = timed(lambda: run_asgd(learner, setup, DataStream(3, 16, 0.5), generator=gen),
+                   torch.device("cpu"), warmup=False)
+    blocked = timed(lambda: run_kernel_blocked(
+        mu, coef[:lanes], lam=setup.lam[:lanes], eta=setup.eta[:lanes],
+        horizon=setup.horizon[:lanes], seeds=seeds, dim=3, feature_degree=16,
+        noise_half_width=0.5, generator=gen), torch.device("cpu"), warmup=False)
+    return count * steps / looped, count * steps / blocked
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="auto")
@@ -74,6 +99,13 @@ def main() -> None:
         print(
             f"lanes={count:3d} width={width:5d}: batched {rate:10.0f} lane-steps/s, "
             f"loop {base:10.0f} lane-steps/s, speed-up {looped / batched:5.1f}x"
+        )
+    for seeds, lanes in ((12, 2), (12, 14)):
+        step_rate, block_rate = _kernel(seeds, lanes, 500 if args.quick else 3000)
+        print(
+            f"kernel S² seeds={seeds:2d} lanes/seed={lanes:2d}: blocked {block_rate:10.0f} "
+            f"lane-steps/s, step-by-step {step_rate:10.0f} lane-steps/s, "
+            f"speed-up {block_rate / step_rate:5.1f}x"
         )
 
 

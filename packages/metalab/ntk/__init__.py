@@ -77,6 +77,7 @@ _EXPORTS = {
         "regularization",
         "ridge_proxy",
     ],
+    "blocked": ["run_kernel_blocked", "block_kernel_step", "dot_kernel_gram"],
 }
 
 __all__ = [
@@ -104,7 +105,9 @@ __all__ = [
     "augment_inputs",
     "balanced_lambda0",
     "basis_degrees",
+    "block_kernel_step",
     "compare_spectra",
+    "dot_kernel_gram",
     "empirical_ntk",
     "fit_rate",
     "funk_hecke_eigenvalues",
@@ -123,6 +126,7 @@ __all__ = [
     "regularization",
     "ridge_proxy",
     "run_asgd",
+    "run_kernel_blocked",
     "run_problems",
     "sample_sphere",
     "single_network_output",
@@ -159,6 +163,7 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         run_asgd,
         stack_lanes,
     )
+    from metalab.ntk.blocked import block_kernel_step, dot_kernel_gram, run_kernel_blocked
     from metalab.ntk.empirical import SpectrumComparison, compare_spectra
     from metalab.ntk.network import (
         augment_inputs,

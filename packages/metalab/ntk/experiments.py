@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from metalab.core.claims import RunConfig
+from metalab.core.errors import ConfigError
 from metalab.core.figures import plot_curves, plot_loglog_fit
 from metalab.core.runs import Run
 from metalab.ntk.study import (
@@ -52,6 +53,7 @@ class RateParams:
     fit_decades: float = 1.5
     seeds: int = 3
     kernel_seeds: dict[str, int] = field(default_factory=lambda: {"2": 24, "3": 12})
+    kernel_t_max: float = 0.0  # horizon of the kernel-only lanes (0: the same as t_max)
     threads: int = 1
 
 
@@ -66,58 +68,83 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _study(config: RunConfig, run: Run, p: RateParams) -> tuple[np.ndarray, dict[str, dict]]:
+def _study(config: RunConfig, run: Run, p: RateParams) -> dict[str, dict]:
     """Run every setting: kernel lanes with many seeds, network+kernel pairs with ``seeds``.
 
     Within a pair the network and the kernel see the same stream, so ``log(net/kernel)``
-    has little seed noise (a control variate for the network's slope and risk level).
+    has little seed noise (a control variate for the network's slope and risk level). The
+    kernel-only lanes may run to a larger horizon (``kernel_t_max``) than the pairs; each
+    entry records its horizons as ``kernel.horizons`` / ``network.horizons``.
     """
     horizons = horizon_grid(p.t_max, decades=p.decades, per_decade=p.per_decade)
+    kernel_horizons = horizon_grid(p.kernel_t_max or p.t_max, decades=p.decades,
+                                   per_decade=p.per_decade)
+    window = horizons[horizons >= horizons.max() / 10**p.fit_decades * (1 - 1e-9)]
+    if any(s.network for s in p.settings) and not np.isin(window, kernel_horizons).all():
+        raise ConfigError("the kernel horizon grid must contain the network's fit horizons "
+                          f"{window.tolist()} (choose kernel_t_max = t_max · 10^(k/per_decade))")
+    reference = float(max(horizons.max(), kernel_horizons.max()))
     problems = {
-        s.name: make_problem(s, p.model, reference_horizon=float(horizons.max()),
+        s.name: make_problem(s, p.model, reference_horizon=reference,
                              generator=config.generator(f"target/{s.name}"))
         for s in p.settings
     }
-    results: dict[str, dict] = {s.name: {"problem": problems[s.name]} for s in p.settings}
+    results: dict[str, dict] = {
+        s.name: {"problem": problems[s.name], "kernel.horizons": kernel_horizons,
+                 "network.horizons": horizons} for s in p.settings
+    }
+    for key, members, width in _groups(p):
+        network = width > 0
+        seeds = p.seeds if network else p.kernel_seeds.get(str(members[0].dim), p.seeds)
+        model = replace(p.model, width=width) if network else p.model
+
+        def compute(members: list[Setting] = members, network: bool = network,
+                    key: str = key, seeds: int = seeds, model: ModelConfig = model
+                    ) -> dict[str, list]:
+            with torch_threads(p.threads):
+                out = run_problems([problems[s.name] for s in members], model,
+                                   horizons=horizons if network else kernel_horizons,
+                                   seeds=seeds, network=network,
+                                   generator=config.generator(f"sgd/{key}"))
+            return {name: value.tolist() for name, value in out.items()}
+
+        stored = run.stage(key, compute)
+        for index, setting in enumerate(members):
+            entry = results[setting.name]
+            for name, value in stored.items():
+                label = name.replace("kernel.", "paired_kernel.") if network else name
+                entry[label] = np.asarray(value)[index]
+    return results
+
+
+def _groups(p: RateParams) -> list[tuple[str, list[Setting], int]]:
+    """``(stage key, settings, width)`` per batched call; width 0 marks kernel-only lanes."""
+    groups = []
     for dim in sorted({s.dim for s in p.settings}):
-        for network in (False, True):
-            members = [problems[s.name] for s in p.settings
-                       if s.dim == dim and (s.network or not network)]
-            if not members:
-                continue
-            key = f"d{dim}-{'paired' if network else 'kernel'}"
-            seeds = p.seeds if network else p.kernel_seeds.get(str(dim), p.seeds)
-
-            def compute(members: list[Problem] = members, network: bool = network,
-                        key: str = key, seeds: int = seeds) -> dict[str, list]:
-                with torch_threads(p.threads):
-                    out = run_problems(members, p.model, horizons=horizons, seeds=seeds,
-                                       network=network, generator=config.generator(f"sgd/{key}"))
-                return {name: value.tolist() for name, value in out.items()}
-
-            stored = run.stage(key, compute)
-            for index, problem in enumerate(members):
-                entry = results[problem.setting.name]
-                for name, value in stored.items():
-                    label = name.replace("kernel.", "paired_kernel.") if network else name
-                    entry[label] = np.asarray(value)[index]
-    return horizons, results
+        on_sphere = [s for s in p.settings if s.dim == dim]
+        groups.append((f"d{dim}-kernel", on_sphere, 0))
+        widths = sorted({s.width or p.model.width for s in on_sphere if s.network})
+        for width in widths:
+            members = [s for s in on_sphere if s.network and (s.width or p.model.width) == width]
+            suffix = "" if width == p.model.width else f"-m{width}"
+            groups.append((f"d{dim}-paired{suffix}", members, width))
+    return groups
 
 
-def _report(run: Run, horizons: np.ndarray, name: str, entry: dict, learner: str,
-            fit_decades: float, *, figure: bool) -> dict[str, float]:
+def _report(run: Run, name: str, entry: dict, learner: str, fit_decades: float
+            ) -> dict[str, float]:
     problem: Problem = entry["problem"]
+    horizons = entry[f"{learner}.horizons"]
     risks = entry[f"{learner}.averaged"]
     fit = fit_rate(horizons, risks, fit_decades=fit_decades)
     proxy = problem.proxy(horizons)
-    if figure:
-        plot_loglog_fit(
-            run.figure_path(f"rate-{name}-{learner}.png"),
-            np.broadcast_to(horizons, risks.shape).ravel(), risks.ravel(),
-            xlabel="horizon T", ylabel="excess risk", fit=fit,
-            reference_slope=-problem.predicted,
-            title=f"{name} ({learner}), fit on the last {fit_decades:g} decades",
-        )
+    plot_loglog_fit(
+        run.figure_path(f"rate-{name}-{learner}.png"),
+        np.broadcast_to(horizons, risks.shape).ravel(), risks.ravel(),
+        xlabel="horizon T", ylabel="excess risk", fit=fit,
+        reference_slope=-problem.predicted,
+        title=f"{name} ({learner}), fit on the last {fit_decades:g} decades",
+    )
     prefix = f"{name}.{learner}"
     run.log(None, setting=name, learner=learner, horizons=horizons, mean_risk=risks.mean(0),
             proxy=proxy, slope=-fit.slope)
@@ -131,15 +158,23 @@ def _report(run: Run, horizons: np.ndarray, name: str, entry: dict, learner: str
     }
 
 
-def _network_metrics(horizons: np.ndarray, name: str, entry: dict, kernel_fit: dict[str, float],
-                     fit_decades: float) -> dict[str, float]:
-    """Network slope and level through the paired (same-stream) network/kernel ratio."""
+def _network_metrics(name: str, entry: dict, fit_decades: float) -> dict[str, float]:
+    """Network slope and level through the paired (same-stream) network/kernel ratio.
+
+    The many-seed kernel lanes are restricted to the network's horizons, so both factors
+    of ``network = kernel × (network/paired kernel)`` are fitted over the same window.
+    """
     problem: Problem = entry["problem"]
+    horizons = entry["network.horizons"]
+    shared = np.isin(entry["kernel.horizons"], horizons)
+    kernel = entry["kernel.averaged"][:, shared]
+    kernel_fit = fit_rate(entry["kernel.horizons"][shared], kernel, fit_decades=fit_decades)
     ratio = entry["network.averaged"] / entry["paired_kernel.averaged"]
     ratio_fit = fit_rate(horizons, ratio, fit_decades=fit_decades)
-    slope = kernel_fit["slope"] - ratio_fit.slope
-    half = np.hypot(kernel_fit["half_width"], (ratio_fit.ci_high - ratio_fit.ci_low) / 2)
-    level = entry["kernel.averaged"][:, -1].mean() * ratio[:, -1].mean()
+    slope = -kernel_fit.slope - ratio_fit.slope
+    half = np.hypot((kernel_fit.ci_high - kernel_fit.ci_low) / 2,
+                    (ratio_fit.ci_high - ratio_fit.ci_low) / 2)
+    level = kernel[:, -1].mean() * ratio[:, -1].mean()
     prefix = f"{name}.network"
     return {
         f"{prefix}.slope": slope,
@@ -149,6 +184,7 @@ def _network_metrics(horizons: np.ndarray, name: str, entry: dict, kernel_fit: d
         f"{prefix}.proxy_ratio": float(level / problem.proxy(horizons)[-1]),
         f"{prefix}.raw_slope": -fit_rate(horizons, entry["network.averaged"],
                                          fit_decades=fit_decades).slope,
+        f"{prefix}.t_max": float(horizons.max()),
         f"{name}.network_over_kernel": float(ratio[:, -1].mean()),
         f"{name}.network_over_kernel_slope": -ratio_fit.slope,
     }
@@ -157,7 +193,7 @@ def _network_metrics(horizons: np.ndarray, name: str, entry: dict, kernel_fit: d
 def asgd_rate(config: RunConfig, run: Run) -> dict[str, float]:
     """``ntk-asgd-rate``: fitted slope vs ``2rβ/(2rβ+1)`` and risk vs the ridge proxy."""
     p = config.typed(RateParams)
-    horizons, results = _study(config, run, p)
+    results = _study(config, run, p)
     metrics: dict[str, float] = {}
     curves = {}
     for setting in p.settings:
@@ -165,17 +201,15 @@ def asgd_rate(config: RunConfig, run: Run) -> dict[str, float]:
         problem: Problem = entry["problem"]
         metrics[f"{setting.name}.predicted"] = problem.predicted
         metrics[f"{setting.name}.lambda0"] = problem.lambda0
-        kernel = _report(run, horizons, setting.name, entry, "kernel", p.fit_decades,
-                         figure=True)
-        metrics.update(kernel)
-        curves[f"{setting.name} kernel"] = (horizons, entry["kernel.averaged"].mean(0))
-        curves[f"{setting.name} proxy"] = (horizons, problem.proxy(horizons))
+        metrics.update(_report(run, setting.name, entry, "kernel", p.fit_decades))
+        metrics[f"{setting.name}.kernel.t_max"] = float(entry["kernel.horizons"].max())
+        kernel_h = entry["kernel.horizons"]
+        curves[f"{setting.name} kernel"] = (kernel_h, entry["kernel.averaged"].mean(0))
+        curves[f"{setting.name} proxy"] = (kernel_h, problem.proxy(kernel_h))
         if setting.network:
-            k = f"{setting.name}.kernel"
-            fit = {"slope": kernel[f"{k}.slope"],
-                   "half_width": (kernel[f"{k}.slope_ci_high"] - kernel[f"{k}.slope_ci_low"]) / 2}
-            metrics.update(_network_metrics(horizons, setting.name, entry, fit, p.fit_decades))
-            curves[f"{setting.name} network"] = (horizons, entry["network.averaged"].mean(0))
+            metrics.update(_network_metrics(setting.name, entry, p.fit_decades))
+            curves[f"{setting.name} network"] = (entry["network.horizons"],
+                                                 entry["network.averaged"].mean(0))
     plot_curves(run.figure_path("risk-vs-proxy.png"), curves, xlabel="horizon T",
                 ylabel="excess risk (mean over seeds)", logx=True, logy=True,
                 title="averaged SGD: network, kernel and the ridge proxy")
@@ -185,18 +219,20 @@ def asgd_rate(config: RunConfig, run: Run) -> dict[str, float]:
 def last_iterate(config: RunConfig, run: Run) -> dict[str, float]:
     """``asgd-vs-last-iterate``: slopes of the averaged and the last iterate, same runs."""
     p = config.typed(RateParams)
-    horizons, results = _study(config, run, p)
+    results = _study(config, run, p)
     metrics: dict[str, float] = {}
     curves = {}
     for setting in p.settings:
         entry = results[setting.name]
         problem: Problem = entry["problem"]
         learners = ("kernel", "network") if setting.network else ("kernel",)
-        plateau = last_iterate_plateau(
-            problem.lam(horizons), eta=problem.eta, mu=problem.spectrum.mu,
-            multiplicity=problem.spectrum.multiplicity, energy=problem.target.degree_energy(),
-            noise_variance=problem.target.noise_variance)
         for learner in learners:
+            horizons = entry[f"{learner}.horizons"]
+            plateau = last_iterate_plateau(
+                problem.lam(horizons), eta=problem.eta, mu=problem.spectrum.mu,
+                multiplicity=problem.spectrum.multiplicity,
+                energy=problem.target.degree_energy(),
+                noise_variance=problem.target.noise_variance)
             avg, last = entry[f"{learner}.averaged"], entry[f"{learner}.last"]
             fit_avg = fit_rate(horizons, avg, fit_decades=p.fit_decades)
             fit_last = fit_rate(horizons, last, fit_decades=p.fit_decades)
@@ -213,7 +249,7 @@ def last_iterate(config: RunConfig, run: Run) -> dict[str, float]:
                 f"{prefix}.last_seed_cv": float(last[:, -1].std() / last[:, -1].mean()),
                 f"{prefix}.averaged_seed_cv": float(avg[:, -1].std() / avg[:, -1].mean()),
             })
-        curves[f"{setting.name} plateau"] = (horizons, plateau)
+            curves[f"{prefix} plateau"] = (horizons, plateau)
     plot_curves(run.figure_path("last-vs-averaged.png"), curves, xlabel="horizon T",
                 ylabel="excess risk (mean over seeds)", logx=True, logy=True,
                 title="averaged vs last iterate (same runs, same step size)")

@@ -27,6 +27,7 @@ from metalab.ntk.asgd import (
     NetworkASGD,
     run_asgd,
 )
+from metalab.ntk.blocked import run_kernel_blocked
 from metalab.ntk.spectrum import NTKSpectrum, ntk_spectrum
 from metalab.ntk.targets import SourceTarget, make_source_target
 from metalab.ntk.theory import balanced_lambda0, predicted_exponent, regularization, ridge_proxy
@@ -54,6 +55,7 @@ class Setting:
     dim: int
     r: float
     network: bool = True
+    width: int = 0  # network width of this setting (0: the model's)
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,10 @@ def run_problems(
 ) -> dict[str, np.ndarray]:
     """Run kernel (and network) ASGD on ``seeds × horizons`` lanes per problem (same sphere).
 
+    Without the network, the kernel lanes run through the exact block recursion of
+    :mod:`metalab.ntk.blocked` (a seed's lanes share its sample stream); with it, every lane
+    pairs a network and a kernel on the same stream (:func:`metalab.ntk.asgd.run_asgd`).
+
     Returns:
         ``{"kernel.averaged": (P, seeds, H), "kernel.last": ..., "network.averaged": ...}``.
     """
@@ -182,22 +188,34 @@ def run_problems(
         raise ConfigError("run_problems needs problems on one sphere")
     dim = dims.pop()
     degree = _TARGET_DEGREE[dim]
+    shape = (len(problems), seeds, horizons.size)
+    if not network:
+        lanes = _lanes(problems, horizons, 1, model.width)
+        averaged, last = run_kernel_blocked(
+            problems[0].spectrum.mu, lanes.coef, lam=lanes.lam, eta=lanes.eta,
+            horizon=lanes.horizon, seeds=seeds, dim=dim, feature_degree=degree,
+            noise_half_width=model.noise_half_width, generator=generator)
+        return {"kernel.averaged": _per_problem(averaged, shape),
+                "kernel.last": _per_problem(last, shape)}
     learners: dict[str, Learner] = {
-        "kernel": KernelASGD(problems[0].spectrum.mu, dim=dim, feature_degree=degree)
+        "kernel": KernelASGD(problems[0].spectrum.mu, dim=dim, feature_degree=degree),
+        "network": NetworkASGD(model.make_activation(), dim=dim, radius=model.radius,
+                               gamma=model.gamma, quadrature=4 * degree,
+                               dtype=model.torch_dtype()),
     }
-    if network:
-        learners["network"] = NetworkASGD(model.make_activation(), dim=dim, radius=model.radius,
-                                          gamma=model.gamma, quadrature=4 * degree,
-                                          dtype=model.torch_dtype())
     lanes = _lanes(problems, horizons, seeds, model.width)
     stream = DataStream(dim, degree, model.noise_half_width)
     results: dict[str, ASGDResult] = run_asgd(learners, lanes, stream, generator=generator)
-    shape = (len(problems), seeds, horizons.size)
     out = {}
     for name, res in results.items():
         out[f"{name}.averaged"] = res.averaged.reshape(shape).numpy()
         out[f"{name}.last"] = res.last.reshape(shape).numpy()
     return out
+
+
+def _per_problem(risks: torch.Tensor, shape: tuple[int, int, int]) -> np.ndarray:
+    """``(seeds, P·H)`` (lanes of a seed ordered problem-major) → ``(P, seeds, H)``."""
+    return risks.reshape(shape[1], shape[0], shape[2]).transpose(0, 1).numpy()
 
 
 def fit_rate(horizons: np.ndarray, risks: np.ndarray, *, fit_decades: float) -> LogLogFit:
