@@ -33,9 +33,13 @@ def test_momentum_init_is_exactly_normalized_momentum(lr):
     t = torch.tensor([7])
     new, _ = mlp_lopt_step(theta, params, grads, moments, t, segments)
     expected = lr * _normalized_momentum(grads, moments, segments)
-    torch.testing.assert_close(params - new, expected, rtol=1e-4, atol=5e-7)  # float32 rounding of p − (p − step)
+    torch.testing.assert_close(
+        params - new, expected, rtol=1e-4, atol=5e-7
+    )  # float32 rounding of p − (p − step)
     per_tensor_rms = segments.rms(params - new, dim=1)
-    torch.testing.assert_close(per_tensor_rms, torch.full_like(per_tensor_rms, lr), rtol=1e-4, atol=0)
+    torch.testing.assert_close(
+        per_tensor_rms, torch.full_like(per_tensor_rms, lr), rtol=1e-4, atol=0
+    )
 
 
 def test_clipped_momentum_init_clamps_each_parameter():
@@ -43,7 +47,9 @@ def test_clipped_momentum_init_clamps_each_parameter():
     theta = mlp_theta_like_momentum(0.01, clip=0.3, residual=0.0).unsqueeze(0)
     new, _ = mlp_lopt_step(theta, params, grads, moments, torch.tensor([0]), segments)
     expected = 0.01 * _normalized_momentum(grads, moments, segments).clamp(-0.3, 0.3)
-    torch.testing.assert_close(params - new, expected, rtol=1e-4, atol=5e-7)  # float32 rounding of p − (p − step)
+    torch.testing.assert_close(
+        params - new, expected, rtol=1e-4, atol=5e-7
+    )  # float32 rounding of p − (p − step)
     assert (params - new).abs().max() <= 0.01 * 0.3 + 1e-7
 
 

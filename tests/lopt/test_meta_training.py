@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from torch import Tensor
 
 from metalab.core import Run
+from metalab.core.errors import ConfigError
 from metalab.lopt.arch_mlp import MLPArch
 from metalab.lopt.es import PES
 from metalab.lopt.interfaces import LossFeatures, OptimizerArch, Task, TaskFamily
@@ -267,6 +268,9 @@ def _root(args):
         (["--outer", "sgd"], "outer must be 'adam' or 'learned:PATH'"),
         (["--outer", "learned:/nonexistent.pt", "--steps", "1"], "do not exist"),
         (["--arch-option", "hidden"], "KEY=VALUE"),
+        (["--objective", "test"], "unknown objective 'test'"),
+        (["--init", "adam"], "init must be 'random', 'momentum'"),
+        (["--init", "momentum", "--arch", "hierarchical"], "exists only for arch 'mlp'"),
         (["--resume", "/nonexistent-run"], "not a run folder"),
         (["--resume", "x", "--pairs", "4"], "do not pass --pairs"),
         (["--device", "cuda:7"], ""),
@@ -315,3 +319,40 @@ def test_cli_trains_and_resumes(tmp_path):
     assert again.exit_code == 0, again.output
     (other,) = (tmp_path / "b" / "lopt-meta-train").iterdir()
     assert torch.equal(load_weights(other / "weights.pt").theta, weights.theta)
+
+
+def test_validation_objective_returns_the_validation_loss():
+    gen = torch.Generator().manual_seed(4)
+    train_sys = _system(MLPArch(hidden=4))
+    val_sys = _system(MLPArch(hidden=4), objective="validation")
+    state = train_sys.init_state(4, generator=gen)
+    theta = train_sys.initial_theta().expand(4, -1)
+    t = torch.zeros(4, dtype=torch.long)
+    data = {"seed": torch.tensor([[5, 6]]).expand(4, 2)}
+    new_train, train_loss = train_sys.step(state, theta, t, data)
+    new_val, val_loss = val_sys.step(state, theta, t, data)
+    assert torch.equal(val_loss, new_val["val"]) and not torch.equal(val_loss, train_loss)
+    assert torch.equal(new_val["params"], new_train["params"])  # only the meta-loss differs
+    with pytest.raises(ConfigError):
+        _system(MLPArch(hidden=4), objective="test")
+
+
+def test_momentum_init_and_validation_objective_in_meta_training(tmp_path):
+    from metalab.core.seeding import make_generator
+    from metalab.lopt.arch_init import mlp_theta_like_momentum
+    from metalab.lopt.meta_training import build_meta_system, equivalent_command
+    from metalab.lopt.mlp_lopt import MLPLOptShapes
+
+    config = _config(arch_options={}, init="momentum:0.02:0.5", objective="validation", steps=3)
+    arch = MLPArch()
+    system = build_meta_system(config, arch=arch, family=ToyFamily(), device=torch.device("cpu"))
+    expected = mlp_theta_like_momentum(
+        0.02, clip=0.5, shapes=MLPLOptShapes(), generator=make_generator(0, "meta-train/init")
+    )
+    assert torch.equal(system.initial_theta(), expected) and system.objective == "validation"
+    command = equivalent_command(config)
+    assert "--init=momentum:0.02:0.5" in command and "--objective=validation" in command
+    with Run.create("t", {}, root=tmp_path) as run:
+        result = meta_train_lopt(config, run=run, arch=arch, family=ToyFamily())
+    assert len(result.curve) == 3 and all(math.isfinite(x) for x in result.curve)
+    assert not torch.equal(result.theta, expected)  # PES moved it

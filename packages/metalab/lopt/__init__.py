@@ -122,6 +122,7 @@ _EXPORTS = {
         "make_outer_optimizer",
         "equivalent_command",
     ],
+    "arch_init": ["mlp_theta_like_momentum", "make_init_theta"],
 }
 
 __all__ = [
@@ -216,12 +217,14 @@ __all__ = [
     "make_baseline",
     "make_estimator",
     "make_family",
+    "make_init_theta",
     "make_outer_optimizer",
     "make_provenance",
     "make_system",
     "meta_train",
     "meta_train_lopt",
     "mlp_lopt_step",
+    "mlp_theta_like_momentum",
     "plot_speedup_fraction",
     "register_arch",
     "sample_log_uniform",
@@ -241,6 +244,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
     from metalab.lopt.arch_hierarchical import HierarchicalArch, HierarchicalShapes
+    from metalab.lopt.arch_init import make_init_theta, mlp_theta_like_momentum
     from metalab.lopt.arch_mlp import MLPArch
     from metalab.lopt.arch_registry import (
         arch_class,

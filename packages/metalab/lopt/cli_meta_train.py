@@ -54,6 +54,10 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--grad-clip", type=float, default=None, help="Clip the estimate's norm.")
 @click.option("--checkpoint-every", type=int, default=None, help="Steps per checkpoint.  [10]")
 @click.option("--seed", type=int, default=None, help="Seed.  [0]")
+@click.option("--objective", default=None, help="Meta-loss: train | validation.  [train]")
+@click.option(
+    "--init", default=None, help="θ₀: random | momentum[:LR[:CLIP]] (mlp only).  [random]"
+)
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda[:N]")
 @click.option("--out", default=None, help="Runs root (default: $METALAB_RUNS or ./runs).")
 @click.option("--resume", default=None, help="Continue the run in this folder.")

@@ -21,7 +21,9 @@ validation minibatches (common random numbers): batches are drawn for half the p
 and tiled. Validation loss (``task.validation_loss``) is computed every ``val_every`` steps
 at the parameters being updated and passed as ``LossFeatures(train, val)`` — the
 hierarchical optimizer really sees it during meta-training. ``L_t`` is the minibatch
-training loss before the update (clip it through the estimator's ``loss_clip``).
+training loss before the update (clip it through the estimator's ``loss_clip``), or with
+``objective="validation"`` that step's validation loss (Metz et al. 2019/2020: a
+validation-loss meta-objective counters the overfitting of training-loss meta-training).
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from metalab.core.errors import ConfigError
 from metalab.lopt.interfaces import LossFeatures, OptimizerArch, Task, TaskFamily
 from metalab.lopt.systems import State, UnrolledSystem
 
-__all__ = ["TaskTrainingSystem", "evaluate_thetas", "sample_log_uniform"]
+__all__ = ["OBJECTIVES", "TaskTrainingSystem", "evaluate_thetas", "sample_log_uniform"]
+
+OBJECTIVES = ("train", "validation")
 
 _SEED_HIGH = 2**62
 _OPT_PREFIX = "opt."
@@ -68,6 +72,9 @@ class TaskTrainingSystem(UnrolledSystem):
         seed: seed of the initial ``θ`` when ``theta0`` is not given.
         cache: how many built tasks to keep.
         device: where everything lives.
+        objective: ``"train"`` (``L_t`` = minibatch training loss) or ``"validation"``
+            (``L_t`` = the validation loss at the same parameters, refreshed every
+            ``val_every`` steps).
     """
 
     def __init__(
@@ -83,6 +90,7 @@ class TaskTrainingSystem(UnrolledSystem):
         seed: int = 0,
         cache: int = 8,
         device: torch.device | str = "cpu",
+        objective: str = "train",
     ) -> None:
         if not 1 <= min_horizon <= max_horizon:
             raise ConfigError(
@@ -90,6 +98,9 @@ class TaskTrainingSystem(UnrolledSystem):
             )
         if val_every < 1:
             raise ConfigError(f"val_every must be >= 1, got {val_every}")
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        self.objective = objective
         self.arch, self.family = arch, family
         self.device = torch.device(device)
         self.min_horizon, self.max_horizon = min_horizon, max_horizon
@@ -172,7 +183,7 @@ class TaskTrainingSystem(UnrolledSystem):
         new_state.update(
             params=new_params, val=val, task_seed=state["task_seed"], horizon=state["horizon"]
         )
-        return new_state, loss
+        return new_state, (loss if self.objective == "train" else val.to(loss.dtype))
 
     def _halves(self, num: int) -> int:
         return num // 2 if self.paired and num % 2 == 0 else num

@@ -29,10 +29,11 @@ from metalab.core import Run
 from metalab.core.errors import ConfigError, UnknownNameError
 from metalab.core.figures import plot_curves
 from metalab.core.seeding import make_generator
+from metalab.lopt.arch_init import check_init, initial_theta
 from metalab.lopt.base import GradientEstimator
 from metalab.lopt.es import PES, PESState, TruncatedES, TruncatedESState
 from metalab.lopt.interfaces import OptimizerArch, TaskFamily
-from metalab.lopt.meta_system import TaskTrainingSystem
+from metalab.lopt.meta_system import OBJECTIVES, TaskTrainingSystem
 
 __all__ = [
     "ESTIMATORS",
@@ -74,6 +75,8 @@ class MetaTrainConfig:
         grad_clip: clip the ES estimate's L2 norm (``None``: no clipping).
         seed: seed of ``θ₀``, the perturbations and the task/data streams.
         checkpoint_every: outer steps between checkpoints.
+        init: ``θ₀``: ``random`` or (mlp) ``momentum[:LR[:CLIP]]`` (:mod:`.arch_init`).
+        objective: per-step meta-loss: ``train`` or ``validation`` (:class:`TaskTrainingSystem`).
     """
 
     arch: str = "mlp"
@@ -93,6 +96,8 @@ class MetaTrainConfig:
     grad_clip: float | None = None
     seed: int = 0
     checkpoint_every: int = 10
+    init: str = "random"
+    objective: str = "train"
 
     def check(self) -> None:
         """Raise :class:`ConfigError` (one line) on an impossible setting."""
@@ -105,6 +110,9 @@ class MetaTrainConfig:
             raise ConfigError(f"max_horizon {self.max_horizon} < min_horizon {self.min_horizon}")
         if not (self.sigma > 0 and self.outer_lr > 0 and self.loss_clip > 0):
             raise ConfigError("sigma, outer_lr and loss_clip must be > 0")
+        if self.objective not in OBJECTIVES:
+            raise UnknownNameError("objective", self.objective, OBJECTIVES)
+        check_init(self.init, self.arch)
         if self.outer != "adam" and not self.outer.startswith("learned:"):
             raise ConfigError(f"outer must be 'adam' or 'learned:PATH', got {self.outer!r}")
         if self.outer.startswith("learned:") and not Path(self.outer[8:]).is_file():
@@ -145,22 +153,19 @@ def make_family_by_name(name: str) -> TaskFamily:
 
 
 def build_meta_system(
-    config: MetaTrainConfig,
-    *,
-    arch: OptimizerArch,
-    family: TaskFamily,
-    device: torch.device,
+    config: MetaTrainConfig, *, arch: OptimizerArch, family: TaskFamily, device: torch.device
 ) -> TaskTrainingSystem:
     """The :class:`TaskTrainingSystem` of ``config`` (``θ₀`` from the ``init`` stream)."""
-    theta0 = arch.init_theta(generator=make_generator(config.seed, "meta-train/init"))
+    generator = make_generator(config.seed, "meta-train/init")
     return TaskTrainingSystem(
         arch,
         family,
         min_horizon=config.min_horizon,
         max_horizon=config.max_horizon,
         val_every=config.val_every,
-        theta0=theta0,
+        theta0=initial_theta(config.init, arch, generator=generator),
         device=device,
+        objective=config.objective,
     )
 
 
