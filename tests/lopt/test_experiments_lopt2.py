@@ -191,7 +191,7 @@ def test_baseline_metrics_fraction_and_worst_case() -> None:
     assert m["fraction_loss_le_adam"] == 0.5
     assert m["worst_speedup_adam"] == 0.25
     assert m["worst_loss_ratio_adam"] == 3.0
-    assert m["median_speedup_adam"] in (0.5, 1.0)
+    assert m["median_speedup_adam"] == 0.75  # the mean of the two middle values
     assert m["c.learned_final"] == 3.0 and m["c.speedup_adam"] == 0.25
 
 

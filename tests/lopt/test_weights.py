@@ -113,3 +113,15 @@ def test_save_checks_its_inputs(tmp_path: Path):
     with pytest.raises(ConfigError, match="non-finite"):
         save_weights(tmp_path / "w.pt", torch.full((1762,), float("nan")), arch="mlp")
     assert not (tmp_path / "w.pt").exists()
+
+
+def test_text_file_and_bad_options_are_one_line_errors(tmp_path):
+    from metalab.lopt.arch_registry import make_arch
+
+    text = tmp_path / "notes.txt"
+    text.write_text("hello world")
+    with pytest.raises(ConfigError, match="corrupt or not a weights file"):
+        load_weights(text)
+    for name, options in [("mlp", {"hidden": "abc"}), ("hierarchical", {"context": 0})]:
+        with pytest.raises(ConfigError, match="must be an integer >= 1"):
+            make_arch(name, **options)

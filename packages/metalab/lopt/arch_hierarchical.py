@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metalab.lopt.interfaces import LossFeatures, OptimizerArch
+from metalab.lopt.interfaces import LossFeatures, OptimizerArch, check_arch_sizes
 from metalab.lopt.mlp_lopt import (
     BETAS,
     TIMESCALES,
@@ -120,6 +120,7 @@ class HierarchicalArch(OptimizerArch):
         init_scale: float = 1.0,
         context_scale: float = 0.1,
     ) -> None:
+        check_arch_sizes("hierarchical", hidden=hidden, lstm=lstm, context=context)
         self.shapes = HierarchicalShapes(hidden, lstm, context)
         self.init_scale = init_scale
         self.context_scale = context_scale

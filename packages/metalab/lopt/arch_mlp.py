@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from metalab.lopt.interfaces import LossFeatures, OptimizerArch
+from metalab.lopt.interfaces import LossFeatures, OptimizerArch, check_arch_sizes
 from metalab.lopt.mlp_lopt import BETAS, MLPLOptShapes, Segments, init_mlp_lopt, mlp_lopt_step
 from metalab.lopt.systems import State
 
@@ -27,6 +27,7 @@ class MLPArch(OptimizerArch):
     name = "mlp"
 
     def __init__(self, hidden: int = 32, init_scale: float = 1.0) -> None:
+        check_arch_sizes("mlp", hidden=hidden)
         self.shapes = MLPLOptShapes(hidden)
         self.init_scale = init_scale
 

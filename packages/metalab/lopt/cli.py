@@ -110,6 +110,7 @@ def estimate(
         norm = float(stats.mean.norm())
         click.echo(f"  … {len(rows) - show} more coordinates; ‖mean‖ = {norm:.6g}")
 
+
 from metalab.lopt.cli_meta_train import meta_train  # noqa: E402
 
 lopt.add_command(meta_train)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -75,6 +76,8 @@ def meta_train(**kwargs: Any) -> None:
     )
 
     device = resolve_device(kwargs["device"])
+    if kwargs["save"] and Path(kwargs["save"]).is_dir():
+        raise ConfigError(f"--save {kwargs['save']} is a directory; give a file path")
     if kwargs["resume"] is not None:
         run, config = _reopen(kwargs)
     else:
@@ -104,7 +107,6 @@ def meta_train(**kwargs: Any) -> None:
     click.echo(f"weights: {result.weights}")
     if kwargs["save"]:
         import shutil
-        from pathlib import Path
 
         target = Path(kwargs["save"])
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -250,7 +250,7 @@ def evaluate_task(
 ) -> TaskResult:
     """Evaluate one task (see the module docstring); every run is seeded with ``seed``."""
     grids = {**DEFAULT_GRIDS, **(grids or {})}
-    if horizon_factor < 1:
+    if not math.isfinite(horizon_factor) or horizon_factor < 1:
         raise ConfigError(f"horizon_factor must be >= 1, got {horizon_factor}")
     every = eval_every or max(1, steps // 20)
     learned = train_task(

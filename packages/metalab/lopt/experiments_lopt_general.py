@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -137,15 +138,22 @@ def _nan(value: Any) -> Any:
     return value
 
 
+def _ratio(learned: float, baseline: float) -> float:
+    """``learned / baseline`` with a baseline that reached exactly 0 giving inf (or 1 if both)."""
+    if baseline == 0.0:
+        return 1.0 if learned == 0.0 else math.inf
+    return learned / baseline
+
+
 def _baseline_metrics(report: EvaluationReport, baselines: list[str]) -> dict[str, float]:
     metrics: dict[str, float] = {"tasks": float(len(report.tasks))}
     for name in baselines:
-        ratios = [r.learned_final / r.baselines[name].final for r in report.tasks]
+        ratios = [_ratio(r.learned_final, r.baselines[name].final) for r in report.tasks]
         finite = [x for x in ratios if math.isfinite(x)]
         metrics[f"fraction_matching_{name}"] = report.fraction_matching(name)
         metrics[f"fraction_loss_le_{name}"] = sum(x <= 1.0 for x in finite) / len(ratios)
         metrics[f"worst_speedup_{name}"] = report.worst_speedup(name)
-        metrics[f"median_speedup_{name}"] = float(torch.tensor(report.speedups(name)).median())
+        metrics[f"median_speedup_{name}"] = float(statistics.median(report.speedups(name)))
         metrics[f"worst_loss_ratio_{name}"] = (
             max(finite) if len(finite) == len(ratios) else math.inf
         )

@@ -27,7 +27,18 @@ from torch import Tensor
 from metalab.lopt.mlp_lopt import Segments
 from metalab.lopt.systems import State
 
-__all__ = ["LossFeatures", "OptimizerArch", "Task", "TaskFamily"]
+__all__ = ["LossFeatures", "OptimizerArch", "Task", "TaskFamily", "check_arch_sizes"]
+
+
+def check_arch_sizes(arch: str, **sizes: object) -> None:
+    """Refuse non-integer or non-positive layer sizes with one line (they come from CLIs/files)."""
+    from metalab.core.errors import ConfigError
+
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"{arch} optimizer option {key} must be an integer >= 1, got {value!r}"
+            )
 
 
 class LossFeatures(NamedTuple):

@@ -151,9 +151,11 @@ def load_weights(path: str | Path | None = None) -> LoptWeights:
         raise ConfigError(f"{path} is a damaged weights file (no theta tensor or arch name)")
     if not isinstance(options, dict) or not isinstance(meta, dict):
         raise ConfigError(f"{path} is a damaged weights file (options/provenance not dicts)")
+    if not all(isinstance(key, str) for key in options):
+        raise ConfigError(f"{path} is a damaged weights file (option names are not strings)")
     try:
         built = make_arch(arch, **options)
-    except MetalabError as err:
+    except (MetalabError, TypeError, ValueError) as err:
         raise ConfigError(f"{path}: {err}") from None
     theta = theta.reshape(-1).to(torch.float32)
     _check_theta(theta, built, arch, str(path))
@@ -179,6 +181,9 @@ def _read(path: Path) -> Any:
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         reason = " ".join(str(err).split()) or type(err).__name__
         raise ConfigError(f"{path} is corrupt or not a weights file ({reason[:200]})") from None
+    except Exception as err:  # any other decoder failure of a foreign file: still one line
+        kind = type(err).__name__
+        raise ConfigError(f"{path} is corrupt or not a weights file ({kind})") from None
 
 
 def _check_theta(theta: Tensor, arch: OptimizerArch, name: str, where: str) -> None:
