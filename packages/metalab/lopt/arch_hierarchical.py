@@ -35,6 +35,7 @@ from metalab.lopt.interfaces import LossFeatures, OptimizerArch, check_arch_size
 from metalab.lopt.mlp_lopt import (
     BETAS,
     TIMESCALES,
+    FlatLayout,
     MLPLOptShapes,
     Segments,
     init_mlp_lopt,
@@ -52,7 +53,7 @@ _EMA = 0.9
 
 
 @dataclass(frozen=True)
-class HierarchicalShapes:
+class HierarchicalShapes(FlatLayout):
     """Layout of ``θ``: the per-parameter MLP's weights first, then the per-tensor part.
 
     Attributes:
@@ -83,20 +84,6 @@ class HierarchicalShapes:
             ("head_w", (lstm, c + 1)),
             ("head_b", (c + 1,)),
         ]
-
-    @property
-    def size(self) -> int:
-        """``D``, the number of meta-parameters (9 867 for H = L = 32, C = 8)."""
-        return sum(math.prod(shape) for _, shape in self.parts)
-
-    def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
-        """Views ``{name: [P, *shape]}`` of a ``[P, D]`` batch of optimizers."""
-        out, start = {}, 0
-        for name, shape in self.parts:
-            n = math.prod(shape)
-            out[name] = theta[:, start : start + n].reshape(theta.shape[0], *shape)
-            start += n
-        return out
 
 
 class HierarchicalArch(OptimizerArch):

@@ -100,8 +100,31 @@ class Segments:
         return features
 
 
+class FlatLayout:
+    """A flat ``θ`` cut into named weights: subclasses list ``(name, shape)`` in :attr:`parts`."""
+
+    @property
+    def parts(self) -> list[tuple[str, tuple[int, ...]]]:
+        """``(name, shape)`` of each weight, in their order within ``θ``."""
+        raise NotImplementedError
+
+    @property
+    def size(self) -> int:
+        """``D``, the number of meta-parameters."""
+        return sum(math.prod(shape) for _, shape in self.parts)
+
+    def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
+        """Views ``{name: [P, *shape]}`` of a ``[P, D]`` batch of optimizers."""
+        out, start = {}, 0
+        for name, shape in self.parts:
+            n = math.prod(shape)
+            out[name] = theta[:, start : start + n].reshape(theta.shape[0], *shape)
+            start += n
+        return out
+
+
 @dataclass(frozen=True)
-class MLPLOptShapes:
+class MLPLOptShapes(FlatLayout):
     """Layout of the flat meta-parameter vector ``θ`` of the MLP learned optimizer."""
 
     hidden: int = HIDDEN
@@ -118,20 +141,6 @@ class MLPLOptShapes:
             ("w3", (h, 2)),
             ("b3", (2,)),
         ]
-
-    @property
-    def size(self) -> int:
-        """``D``, the number of meta-parameters (1762 for hidden = 32)."""
-        return sum(math.prod(shape) for _, shape in self.parts)
-
-    def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
-        """Views ``{name: [P, *shape]}`` of a ``[P, D]`` batch of optimizers."""
-        out, start = {}, 0
-        for name, shape in self.parts:
-            n = math.prod(shape)
-            out[name] = theta[:, start : start + n].reshape(theta.shape[0], *shape)
-            start += n
-        return out
 
 
 def init_mlp_lopt(
