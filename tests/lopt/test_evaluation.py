@@ -50,17 +50,33 @@ def test_train_task_rows_share_init_and_batches_and_equal_separate_runs():
     torch.testing.assert_close(alone.test[0], curves.test[2], rtol=1e-5, atol=1e-6)
 
 
-def test_tune_baseline_picks_the_lowest_test_loss_at_the_horizon_and_skips_divergence():
+def test_tune_baseline_picks_the_lowest_validation_loss_at_the_horizon_and_skips_divergence():
     task = QuadraticTask(dim=6, condition=10.0, noise=0.0, seed=0)
     grid = [1e-3, 0.1, 0.5, 50.0]  # 50 diverges for SGD-momentum
     tuned = tune_baseline(task, SGDMArch(), grid, 20, generator=_gen(), run_steps=40)
     column = tuned.curves.eval_steps.tolist().index(20)
-    losses = tuned.curves.test[:, column]
+    losses = tuned.curves.val[:, column]
     assert not math.isfinite(float(losses[3])) or float(losses[3]) > 1e6
     assert math.isinf(float(tuned.grid_losses[3])) or tuned.grid_losses[3] > 1e6
     assert tuned.best == int(torch.argmin(tuned.grid_losses)) and tuned.best in (1, 2)
     assert tuned.lr == grid[tuned.best]
     assert tuned.curves.eval_steps.max() == 40
+
+
+class _UpsideDownTest(QuadraticTask):
+    """A task whose test loss ranks runs in the opposite order to its validation loss."""
+
+    def test_loss(self, params: torch.Tensor) -> torch.Tensor:
+        return -super().test_loss(params)
+
+
+def test_tune_baseline_never_looks_at_the_test_split():
+    task = _UpsideDownTest(dim=6, condition=10.0, noise=0.1, seed=0)
+    grid = [1e-3, 1e-2, 0.1, 0.5]
+    tuned = tune_baseline(task, SGDMArch(), grid, 20, generator=_gen())
+    column = tuned.curves.eval_steps.tolist().index(20)
+    assert tuned.best == int(torch.argmin(tuned.curves.val[:, column]))
+    assert tuned.best != int(torch.argmin(tuned.curves.test[:, column]))
 
 
 def test_evaluate_two_tiny_tasks_gives_a_consistent_report(tmp_path):

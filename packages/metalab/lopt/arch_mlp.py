@@ -25,6 +25,7 @@ class MLPArch(OptimizerArch):
     """
 
     name = "mlp"
+    uses_validation_loss = False
 
     def __init__(self, hidden: int = 32, init_scale: float = 1.0) -> None:
         check_arch_sizes("mlp", hidden=hidden)

@@ -60,6 +60,7 @@ class SGDMArch(OptimizerArch):
     """
 
     name = "sgdm"
+    uses_validation_loss = False
 
     def __init__(self, lr: float = 0.1, momentum: float = 0.9) -> None:
         self.defaults = (_log(lr, "lr"), _logit(momentum))
@@ -111,6 +112,7 @@ class AdamArch(OptimizerArch):
     """
 
     name = "adam"
+    uses_validation_loss = False
 
     def __init__(
         self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8

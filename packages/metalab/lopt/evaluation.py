@@ -3,8 +3,9 @@
 For every task, the learned optimizer (untuned) trains the task for ``steps`` steps; each
 baseline trains it with every learning rate of a grid *as one population* (one batched
 run, all rows from the same initialization and the same minibatches) for
-``horizon_factor × steps`` steps, and the learning rate with the lowest **test loss at
-step ``steps``** is kept (an oracle tuning on the test split: it favours the baselines).
+``horizon_factor × steps`` steps, and the learning rate with the lowest **validation loss
+at step ``steps``** is kept (one validation minibatch, the same rows for every grid point:
+the test split is never used to choose a learning rate).
 The **speed-up** over a tuned baseline is ``s / steps`` where ``s`` is the first
 evaluation step at which the tuned baseline's test loss reaches the learned optimizer's
 final test loss (Metz et al. 2022, VeLO: "steps the baseline needs to reach the learned
@@ -59,11 +60,14 @@ class TrainCurves(NamedTuple):
         train: ``[P, steps]`` minibatch training loss before each update.
         test: ``[P, K]`` test loss at ``eval_steps``.
         eval_steps: ``[K]`` steps (``0`` = initialization) at which the test loss was taken.
+        val: ``[P, K]`` validation loss at ``eval_steps`` (one validation minibatch per
+            evaluation step, the same rows for every particle): what tuning selects on.
     """
 
     train: Tensor
     test: Tensor
     eval_steps: Tensor
+    val: Tensor
 
 
 def _eval_steps(length: int, every: int, extra: Sequence[int] = ()) -> list[int]:
@@ -85,12 +89,15 @@ def train_task(
     generator: torch.Generator,
     eval_every: int | None = None,
     eval_at: Sequence[int] = (),
+    val_every: int = 1,
 ) -> TrainCurves:
     """Train ``task`` with every row of ``theta`` ``[P, D]`` in one batched run.
 
     All rows start from the same initialization and see the same minibatches (drawn from
-    ``generator``). The validation loss (one minibatch, refreshed at every evaluation
-    step) is fed to the optimizer in :class:`~metalab.lopt.interfaces.LossFeatures`.
+    ``generator``). As in meta-training, an arch that reads the validation loss is fed a
+    fresh one (one validation minibatch at the parameters about to be updated) every
+    ``val_every`` steps in :class:`~metalab.lopt.interfaces.LossFeatures`; every
+    evaluation step also records one, for tuning.
 
     Args:
         task: the inner problem.
@@ -100,32 +107,41 @@ def train_task(
         generator: randomness of initialization, minibatches and validation batches.
         eval_every: test-loss period (default ``max(1, steps // 20)``).
         eval_at: extra steps at which to take the test loss.
+        val_every: validation-feature period (meta-training's default: every step).
     """
-    if steps < 1:
-        raise ConfigError(f"steps must be >= 1, got {steps}")
+    if steps < 1 or val_every < 1:
+        raise ConfigError(f"steps and val_every must be >= 1, got {steps} and {val_every}")
     device = task.segments.index.device
     theta = theta.reshape(-1, arch.theta_dim).to(device)
     num = theta.shape[0]
-    every = eval_every or max(1, steps // 20)
-    points = _eval_steps(steps, every, eval_at)
+    points = _eval_steps(steps, eval_every or max(1, steps // 20), eval_at)
     wanted = set(points)
     params = task.init_params(1, generator=generator).expand(num, -1).clone()
     batches = _shared_batches(task, num, steps, generator)
     val_generator = _child_generator(generator)
     state = arch.init_state(params, task.segments)
     train = torch.empty(num, steps, device=device)
-    test = [task.test_loss(params)]
-    val = task.validation_loss(params, generator=val_generator)
-    for t in range(steps):
+    test: list[Tensor] = []
+    vals: list[Tensor] = []
+    val = None
+    for t in range(steps + 1):
+        feed = t < steps and arch.uses_validation_loss and t % val_every == 0
+        if feed or t in wanted:
+            fresh = task.validation_loss(params, generator=val_generator)
+            val = fresh if feed else val
+        if t in wanted:
+            test.append(task.test_loss(params))
+            vals.append(fresh)
+        if t == steps:
+            break
         loss, grads = task.loss_and_grad(params, {k: v[t] for k, v in batches.items()})
         train[:, t] = loss
         step = torch.full((num,), t, device=device, dtype=torch.long)
         losses = LossFeatures(train=loss, val=val)
         params, state = arch.step(theta, params, grads, state, step, task.segments, losses)
-        if t + 1 in wanted:
-            test.append(task.test_loss(params))
-            val = task.validation_loss(params, generator=val_generator)
-    return TrainCurves(train, torch.stack(test, dim=1), torch.tensor(points))
+    return TrainCurves(
+        train, torch.stack(test, dim=1), torch.tensor(points), torch.stack(vals, dim=1)
+    )
 
 
 def _shared_batches(task: Task, num: int, steps: int, generator: torch.Generator) -> State:
@@ -140,7 +156,7 @@ class TunedBaseline(NamedTuple):
     Attributes:
         lr: the chosen learning rate.
         best: its position in the grid.
-        grid_losses: ``[G]`` test loss at the tuning step for every grid point (``inf`` = diverged).
+        grid_losses: ``[G]`` validation loss at the tuning step per grid point (``inf`` = diverged).
         curves: the whole population's curves (row ``best`` is the tuned run).
     """
 
@@ -162,8 +178,9 @@ def tune_baseline(
 ) -> TunedBaseline:
     """Grid-search the learning rate of a baseline arch as one population.
 
-    The run lasts ``run_steps`` (default ``steps``); the grid point with the lowest **test**
-    loss at step ``steps`` wins (non-finite losses count as ``inf``; ties: the first).
+    The run lasts ``run_steps`` (default ``steps``); the grid point with the lowest
+    **validation** loss at step ``steps`` wins (non-finite losses count as ``inf``; ties: the
+    first). The test split plays no part in the choice.
     """
     theta = with_learning_rates(arch.init_theta(generator=torch.Generator()), grid)
     curves = train_task(
@@ -176,7 +193,7 @@ def tune_baseline(
         eval_at=(steps,),
     )
     column = int((curves.eval_steps == steps).nonzero()[0, 0])
-    losses = curves.test[:, column]
+    losses = curves.val[:, column]
     losses = torch.where(torch.isfinite(losses), losses, math.inf)
     index = int(torch.argmin(losses))
     return TunedBaseline(float(grid[index]), index, losses, curves)

@@ -58,9 +58,12 @@ class OptimizerArch(ABC):
 
     Attributes:
         name: registry name (``"mlp"``, ``"hierarchical"``, ``"adam"``, ``"sgdm"``).
+        uses_validation_loss: whether :meth:`step` reads ``losses.val`` (callers skip the
+            validation pass for archs that ignore it).
     """
 
     name: str = ""
+    uses_validation_loss: bool = True
 
     @property
     @abstractmethod
