@@ -36,6 +36,21 @@ def test_shipped_skip_conv3_table_is_complete_with_two_seeds(shipped):
     assert np.all(np.diff(np.asarray(accs)[np.argsort(ranks)]) <= 1e-12)  # ranks sort accuracy
 
 
+def test_shipped_nb201_4op_table_covers_every_cell_with_two_seeds():
+    raw = json.loads(shipped_table_path("nb201-4op").read_text())
+    table = load_table("nb201-4op")
+    assert raw["complete"] and raw["num_cells"] == 4096 and raw["num_distinct"] == 1948
+    assert len(table.seed_accuracies) == 1948 and table.num_ranked == 4096
+    assert all(len(v) == 2 for v in table.seed_accuracies.values())
+    space = make_space("nb201-4op")
+    none = space.ops.index("none")
+    # no path from input to output (edges into node 3 all `none`): chance-level accuracy
+    dead = space.cell_from_choices([0, 0, 0, none, none, none])
+    assert table.accuracy(dead) < 0.2
+    assert table.accuracy(ALL_CONV) > 0.95 and table.rank(table.best_cell()) == 1
+    assert 0.95 < float(np.median([table.accuracy(c) for c in table.seed_accuracies])) < 0.99
+
+
 def test_flat_export_format_and_lookup_by_equivalence(tmp_path):
     space4 = "nb201-4op"
     a = "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|none~0|nor_conv_1x1~1|skip_connect~2|"

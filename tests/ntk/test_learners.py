@@ -215,3 +215,13 @@ def test_model_config_rejects_unknown_network_dtype() -> None:
     assert ModelConfig(network_dtype="float32").torch_dtype() == torch.float32
     with pytest.raises(ConfigError, match="network_dtype"):
         ModelConfig(network_dtype="float16").torch_dtype()
+
+
+def test_critical_source_target_has_no_log_factor() -> None:
+    spec = ntk_spectrum(make_activation("relu"), dim=2, max_degree=40)
+    target = make_source_target(spec, r=0.75, max_degree=32, generator=_gen(), log_power=0.0)
+    energy = target.degree_energy()
+    shape = spec.mu[1:33] ** 1.5 / np.arange(1, 33)
+    np.testing.assert_allclose(energy[1:] / shape, energy[1] / shape[0], rtol=1e-10)
+    with pytest.raises(ConfigError):
+        make_source_target(spec, r=0.75, max_degree=8, generator=_gen(), log_power=-1.0)

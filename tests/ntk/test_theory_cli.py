@@ -97,3 +97,39 @@ def test_cli_errors_are_one_line(args: list[str], message: str) -> None:
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_averaged_sgd_risk_matches_the_mean_recursion_and_its_limit() -> None:
+    from metalab.ntk.theory import averaged_sgd_risk
+
+    mu, mult, energy = np.array([0.8, 0.05, 0.002]), np.array([1, 2, 2]), np.array([0.3, 0.1, 0.02])
+    eta, lam, horizon = 0.2, 0.01, 50
+    f, total = np.zeros(3), np.zeros(3)  # mean of f_t / c per mode: f ← qf + ημ, f_0 = 0
+    for _ in range(horizon):
+        f = (1 - eta * (mu + lam)) * f + eta * mu
+        total += f
+    mean_bias = float((energy * (1 - total / (horizon + 1)) ** 2).sum())
+    noiseless = averaged_sgd_risk(horizon, lam, eta=eta, mu=mu, multiplicity=mult, energy=energy,
+                                  noise_variance=0.0, kappa_one=1.0)
+    assert noiseless[0] == pytest.approx(mean_bias, rel=1e-12)
+    far = averaged_sgd_risk(1e12, lam, eta=eta, mu=mu, multiplicity=mult, energy=energy,
+                            noise_variance=0.3, kappa_one=1.0)
+    bias, var = ridge_proxy(1e12, lam, mu=mu, multiplicity=mult, energy=energy,
+                            noise_variance=0.3)
+    assert far[0] == pytest.approx(bias[0] + var[0] / (1 - eta / 2), rel=1e-9)
+
+
+def test_critical_target_bias_decays_like_lambda_to_the_2r() -> None:
+    from metalab.ntk import source_energies
+
+    spec = ntk_spectrum(make_activation("relu"), dim=2, max_degree=600)
+    lam = np.logspace(-5, -3, 9)
+    exponents = []
+    for log_power in (0.0, 2.0):
+        energy = source_energies(spec.mu, r=0.75, log_power=log_power)
+        bias, _ = ridge_proxy(np.ones(lam.size), lam, mu=spec.mu,
+                              multiplicity=spec.multiplicity, energy=energy, noise_variance=0.0)
+        exponents.append(np.polyfit(np.log(lam), np.log(bias), 1)[0])
+    # 2r = 1.5 for the critical profile; the (1 + log k)^{−2} profile is steeper (log² factor)
+    assert 1.42 < exponents[0] < 1.52
+    assert 1.65 < exponents[1] < 1.85

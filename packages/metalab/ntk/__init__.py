@@ -76,6 +76,7 @@ _EXPORTS = {
         "predicted_exponent",
         "regularization",
         "ridge_proxy",
+        "averaged_sgd_risk",
     ],
     "blocked": ["run_kernel_blocked", "block_kernel_step", "dot_kernel_gram"],
 }
@@ -103,6 +104,7 @@ __all__ = [
     "activation_names",
     "activation_resolver",
     "augment_inputs",
+    "averaged_sgd_risk",
     "balanced_lambda0",
     "basis_degrees",
     "block_kernel_step",
@@ -193,6 +195,7 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
     )
     from metalab.ntk.targets import SourceTarget, make_source_target, source_energies
     from metalab.ntk.theory import (
+        averaged_sgd_risk,
         balanced_lambda0,
         last_iterate_plateau,
         predicted_exponent,

@@ -190,6 +190,16 @@ def _network_metrics(name: str, entry: dict, fit_decades: float) -> dict[str, fl
     }
 
 
+def _expected_slope(problem: Problem, entry: dict, fit_decades: float) -> float:
+    """Local slope of the closed-form expected risk over the kernel's fit window (reported)."""
+    horizons = entry["kernel.horizons"]
+    keep = horizons >= horizons.max() / 10**fit_decades * (1 - 1e-9)
+    if keep.sum() < 2:
+        raise ConfigError("the fit range holds fewer than two horizons")
+    expected = problem.expected_risk(horizons[keep])
+    return float(-np.polyfit(np.log(horizons[keep]), np.log(expected), 1)[0])
+
+
 def asgd_rate(config: RunConfig, run: Run) -> dict[str, float]:
     """``ntk-asgd-rate``: fitted slope vs ``2rβ/(2rβ+1)`` and risk vs the ridge proxy."""
     p = config.typed(RateParams)
@@ -201,6 +211,7 @@ def asgd_rate(config: RunConfig, run: Run) -> dict[str, float]:
         problem: Problem = entry["problem"]
         metrics[f"{setting.name}.predicted"] = problem.predicted
         metrics[f"{setting.name}.lambda0"] = problem.lambda0
+        metrics[f"{setting.name}.expected_slope"] = _expected_slope(problem, entry, p.fit_decades)
         metrics.update(_report(run, setting.name, entry, "kernel", p.fit_decades))
         metrics[f"{setting.name}.kernel.t_max"] = float(entry["kernel.horizons"].max())
         kernel_h = entry["kernel.horizons"]

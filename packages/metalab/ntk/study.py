@@ -30,7 +30,13 @@ from metalab.ntk.asgd import (
 from metalab.ntk.blocked import run_kernel_blocked
 from metalab.ntk.spectrum import NTKSpectrum, ntk_spectrum
 from metalab.ntk.targets import SourceTarget, make_source_target
-from metalab.ntk.theory import balanced_lambda0, predicted_exponent, regularization, ridge_proxy
+from metalab.ntk.theory import (
+    averaged_sgd_risk,
+    balanced_lambda0,
+    predicted_exponent,
+    regularization,
+    ridge_proxy,
+)
 
 __all__ = [
     "ModelConfig",
@@ -56,6 +62,7 @@ class Setting:
     r: float
     network: bool = True
     width: int = 0  # network width of this setting (0: the model's)
+    target_log_power: float | None = None  # the target's p (None: the model's)
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class ModelConfig:
     noise_half_width: float = 0.5
     sup_norm: float = 0.5
     network_dtype: str = "float64"  # "float32" halves the network's memory traffic
+    target_log_power: float = 2.0  # p of the target's energy μ_k^{2r} k^{−1}(1 + log k)^{−p}
 
     def torch_dtype(self) -> torch.dtype:
         """The network learner's floating type (the kernel learner always uses float64).
@@ -121,6 +129,16 @@ class Problem:
         result: np.ndarray = bias + var
         return result
 
+    def expected_risk(self, horizon: np.ndarray | float) -> np.ndarray:
+        """Closed-form expected risk of the kernel learner (features up to its degree)."""
+        keep = _TARGET_DEGREE[self.setting.dim] + 1
+        return averaged_sgd_risk(horizon, self.lam(horizon), eta=self.eta,
+                                 mu=self.spectrum.mu[:keep],
+                                 multiplicity=self.spectrum.multiplicity[:keep],
+                                 energy=self.target.degree_energy(),
+                                 noise_variance=self.target.noise_variance,
+                                 kappa_one=self.spectrum.kappa_one)
+
 
 def horizon_grid(t_max: float, *, decades: float, per_decade: int) -> np.ndarray:
     """Log-spaced integer horizons ending at ``t_max`` and spanning ``decades``."""
@@ -146,9 +164,13 @@ def make_problem(setting: Setting, model: ModelConfig, *, reference_horizon: flo
         raise ConfigError(f"setting {setting.name!r}: dim must be 2 or 3, got {setting.dim}")
     spectrum = _spectrum(model.activation, model.sharpness, setting.dim, model.radius,
                          model.gamma)
+    log_power = setting.target_log_power
+    if log_power is None:
+        log_power = model.target_log_power
     target = make_source_target(spectrum, r=setting.r, max_degree=_TARGET_DEGREE[setting.dim],
                                 generator=generator, sup_norm=model.sup_norm,
-                                noise_half_width=model.noise_half_width)
+                                noise_half_width=model.noise_half_width,
+                                log_power=log_power)
     lambda0 = balanced_lambda0(reference_horizon, r=setting.r, beta=spectrum.beta, mu=spectrum.mu,
                                multiplicity=spectrum.multiplicity, energy=target.degree_energy(),
                                noise_variance=target.noise_variance)
