@@ -119,7 +119,7 @@ def test_cli_bench_show_and_lookup():
     assert result.exit_code == 0, result.output
     assert "rank" in result.output and "/64" in result.output
     result = CliRunner().invoke(cli, ["nas", "bench", "show", "--json"])
-    assert json.loads(result.output)["cells_ranked"] == 64
+    assert json.loads(result.output)["cells_ranked"] == 4096  # the default: nb201-4op
 
 
 def test_cli_search_magnitude_reports_ground_truth():

@@ -130,7 +130,7 @@ def bench_merge(out: str, parts: tuple[str, ...]) -> None:
 
 
 @bench.command("show")
-@click.argument("table", default="skip-conv3")
+@click.argument("table", default="nb201-4op")
 @click.option("--cell", default=None, help="a cell string to look up")
 @click.option("--top", type=int, default=5, show_default=True, help="list the best N cells")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
@@ -171,7 +171,7 @@ def bench_show(table: str, cell: str | None, top: int, as_json: bool) -> None:
 @click.option(
     "--space",
     "space_name",
-    default="skip-conv3",
+    default="nb201-4op",
     show_default=True,
     help="nb201, nb201-4op, skip-conv3 or darts",
 )
