@@ -23,6 +23,7 @@ from metalab.net2net.models import mlp, small_cnn
 
 __all__ = [
     "Data",
+    "TrainingProtocol",
     "build",
     "epochs_to",
     "forward_macs",
@@ -35,6 +36,33 @@ __all__ = [
 ]
 
 Pair = tuple[Tensor, Tensor]
+
+
+@dataclass
+class TrainingProtocol:
+    """Data, model family and SGD protocol shared by every Net2Net experiment's parameters.
+
+    ``final_lr``/``final_epochs`` end the first model's training with a lower step; grown
+    models continue at that last rate (:attr:`continuation_lr`), as in the paper.
+    """
+
+    dataset: str = "mnist"
+    model: str = "mlp"
+    batchnorm: bool = False
+    lr: float = 0.02
+    momentum: float = 0.9
+    batch_size: int = 64
+    noise: float = 0.01
+    window: int = 3
+    train_examples: int = 0
+    final_lr: float = 0.0
+    final_epochs: int = 0
+    seeds: int = 1
+
+    @property
+    def continuation_lr(self) -> float:
+        """The first model's last learning rate, at which grown models continue."""
+        return self.final_lr if self.final_lr > 0 and self.final_epochs > 0 else self.lr
 
 
 @dataclass

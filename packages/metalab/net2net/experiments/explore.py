@@ -26,6 +26,7 @@ from metalab.core.figures import plot_curves
 from metalab.core.runs import Run
 from metalab.net2net.experiments.common import (
     Data,
+    TrainingProtocol,
     build,
     epochs_to,
     forward_macs,
@@ -47,12 +48,9 @@ _STAGE = re.compile(
 
 
 @dataclass
-class ExploreParams:
+class ExploreParams(TrainingProtocol):
     """``net2net-explore`` parameters; ``stages`` are ``"widen LAYER=WIDTH"``/``"deepen LAYER"``."""
 
-    dataset: str = "mnist"
-    model: str = "mlp"
-    batchnorm: bool = False
     start_widths: list[int] = field(default_factory=lambda: [16])
     stages: list[str] = field(
         default_factory=lambda: ["widen fc1=32", "deepen fc1", "widen fc1=64"]
@@ -60,21 +58,7 @@ class ExploreParams:
     initial_epochs: int = 5
     stage_epochs: int = 5
     scratch_epochs: int = 20
-    lr: float = 0.02
-    momentum: float = 0.9
-    batch_size: int = 64
-    noise: float = 0.01
-    window: int = 3
     optimizer_state: str = "carry"
-    train_examples: int = 0
-    final_lr: float = 0.0
-    final_epochs: int = 0
-    seeds: int = 1
-
-    @property
-    def stage_lr(self) -> float:
-        """The start model's last learning rate, at which every grown stage continues."""
-        return self.final_lr if self.final_lr > 0 and self.final_epochs > 0 else self.lr
 
 
 def parse_stage(text: str) -> tuple[str, str, int]:
@@ -128,8 +112,8 @@ class _Path:
             on_epoch=step_lr(
                 optimizer,
                 epochs=epochs,
-                lr=self.p.lr if schedule else self.p.stage_lr,
-                final_lr=self.p.stage_lr,
+                lr=self.p.lr if schedule else self.p.continuation_lr,
+                final_lr=self.p.continuation_lr,
                 final_epochs=self.p.final_epochs if schedule else 0,
             ),
         )
@@ -229,7 +213,7 @@ def _scratch_curve(
         momentum=p.momentum,
         batch_size=p.batch_size,
         generator=config.generator("scratch-data"),
-        final_lr=p.stage_lr,
+        final_lr=p.continuation_lr,
         final_epochs=p.final_epochs,
     )
 

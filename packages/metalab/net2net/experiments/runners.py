@@ -31,6 +31,7 @@ from metalab.core.figures import plot_curves
 from metalab.core.runs import Run
 from metalab.net2net.experiments.common import (
     Data,
+    TrainingProtocol,
     build,
     epochs_to,
     init_seeded,
@@ -46,28 +47,11 @@ __all__ = ["DeeperParams", "WiderParams", "deeper", "reinitialized", "teacher_mo
 
 
 @dataclass
-class _Common:
-    dataset: str = "mnist"
-    model: str = "mlp"
-    batchnorm: bool = False
+class _Common(TrainingProtocol):
     teacher_widths: list[int] = field(default_factory=lambda: [16])
     teacher_epochs: int = 10
     student_epochs: int = 15
-    lr: float = 0.02
-    momentum: float = 0.9
-    batch_size: int = 64
-    noise: float = 0.01
-    window: int = 3
-    train_examples: int = 0
-    final_lr: float = 0.0
-    final_epochs: int = 0
-    seeds: int = 1
     dropout: float = 0.0
-
-    @property
-    def student_lr(self) -> float:
-        """The teacher's last learning rate, at which Net2Net students continue."""
-        return self.final_lr if self.final_lr > 0 and self.final_epochs > 0 else self.lr
 
 
 Students = Callable[[RunConfig, nn.Module], tuple[dict[str, nn.Module], dict[str, float]]]
@@ -134,16 +118,16 @@ def _train(
     *,
     schedule: bool,
 ) -> dict[str, list[float]]:
-    """``schedule``: the teacher's step schedule; otherwise constant ``p.student_lr``."""
+    """``schedule``: the teacher's step schedule; otherwise constant ``p.continuation_lr``."""
     return train_curve(
         model,
         data,
         epochs=epochs,
-        lr=p.lr if schedule else p.student_lr,
+        lr=p.lr if schedule else p.continuation_lr,
         momentum=p.momentum,
         batch_size=p.batch_size,
         generator=config.generator(stream),
-        final_lr=p.student_lr,
+        final_lr=p.continuation_lr,
         final_epochs=p.final_epochs if schedule else 0,
     )
 
