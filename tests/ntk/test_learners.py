@@ -82,6 +82,25 @@ def test_symmetric_init_gives_the_zero_function() -> None:
         symmetric_init([7], 2, generator=_gen())
 
 
+def test_network_forward_matches_each_lane_for_any_block() -> None:
+    # lanes of different widths, trained away from the zero function
+    widths = [8, 16, 32]
+    params = symmetric_init(widths, 3, generator=_gen())
+    params[:, 1:] += 0.3 * torch.randn(params[:, 1:].shape, generator=_gen(2), dtype=params.dtype)
+    params[:, 0] += 0.1 * torch.randn(params[:, 0].shape, generator=_gen(3), dtype=params.dtype)
+    x = sample_sphere((37,), 3, generator=_gen(1), dtype=torch.float64)
+    act = make_activation("swish")
+    expected = torch.stack([
+        torch.stack([single_network_output({"a": params[lane, 0, :m], "B": params[lane, 1:4, :m].T,
+                                            "c": params[lane, 4, :m]}, point, act, gamma=0.7)
+                     for point in x])
+        for lane, m in enumerate(widths)
+    ])
+    for block in (None, 1, 5, 64):
+        out = network_forward(params, x, act, gamma=0.7, widths=widths, block=block)
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
 def _reference_step(params: torch.Tensor, x: torch.Tensor, y: float, *, eta: float, lam: float,
                     p0: torch.Tensor, act_name: str) -> torch.Tensor:
     """θ ← θ − η∇½(g−y)² − ηλ(θ−θ⁰) with the gradient from torch.func.grad."""

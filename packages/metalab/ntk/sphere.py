@@ -9,6 +9,8 @@ functions (recurrence in torch; checked against scipy's ``sph_harm_y`` in the te
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from scipy import special
@@ -59,48 +61,74 @@ def _circle_basis(x: Tensor, max_degree: int) -> Tensor:
     return torch.cat([ones, pairs.flatten(-2)], dim=-1)
 
 
-def _legendre_columns(z: Tensor, max_degree: int) -> dict[tuple[int, int], Tensor]:
-    """``Q_lm = P̄_lm(z) / sin^m θ`` by the standard stable recurrence.
+@functools.lru_cache(maxsize=8)
+def _legendre_recurrence(max_degree: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coefficients over ``m``, per degree ``l``, of ``Q_lm = A z Q_{l−1,m} − B Q_{l−2,m} + C``.
 
-    ``P̄_lm`` are the fully normalised associated Legendre functions (unit mean square of
-    ``P̄_lm cos mφ`` over ``S²``).
+    ``C`` holds the diagonal ``Q_mm`` (a constant), ``A`` the first step off it
+    (``Q_{m+1,m} = √(2m+3) z Q_mm``) and the three-term recurrence beyond; entries with
+    ``m > l`` stay zero.
     """
-    q: dict[tuple[int, int], Tensor] = {}
-    diag = torch.ones_like(z)
-    for m in range(max_degree + 1):
+    size = max_degree + 1
+    a, b, c = (np.zeros((size, size)) for _ in range(3))
+    diag = 1.0
+    for m in range(size):
         if m == 1:
             diag = diag * np.sqrt(3.0)
         elif m > 1:
             diag = diag * np.sqrt((2 * m + 1) / (2 * m))
-        q[m, m] = diag
-        if m + 1 <= max_degree:
-            q[m + 1, m] = np.sqrt(2 * m + 3) * z * diag
-        for deg in range(m + 2, max_degree + 1):
-            a = np.sqrt((2 * deg - 1) * (2 * deg + 1) / ((deg - m) * (deg + m)))
-            b = np.sqrt(
+        c[m, m] = diag
+        if m + 1 < size:
+            a[m + 1, m] = np.sqrt(2 * m + 3)
+        for deg in range(m + 2, size):
+            a[deg, m] = np.sqrt((2 * deg - 1) * (2 * deg + 1) / ((deg - m) * (deg + m)))
+            b[deg, m] = np.sqrt(
                 (2 * deg + 1) * (deg + m - 1) * (deg - m - 1)
                 / ((deg - m) * (deg + m) * (2 * deg - 3))
             )
-            q[deg, m] = a * z * q[deg - 1, m] - b * q[deg - 2, m]
-    return q
+    return a, b, c
+
+
+def _legendre_columns(z: Tensor, max_degree: int) -> Tensor:
+    """``Q_lm = P̄_lm(z) / sin^m θ`` by the standard stable recurrence → ``(..., l, m)``.
+
+    ``P̄_lm`` are the fully normalised associated Legendre functions (unit mean square of
+    ``P̄_lm cos mφ`` over ``S²``). All orders ``m`` advance together, one degree at a time.
+    """
+    a, b, c = (torch.from_numpy(t).to(z.dtype) for t in _legendre_recurrence(max_degree))
+    zc = z.unsqueeze(-1)
+    previous = torch.zeros((*z.shape, max_degree + 1), dtype=z.dtype)
+    current = torch.zeros_like(previous)
+    rows = []
+    for deg in range(max_degree + 1):
+        nxt = (a[deg] * zc) * current - b[deg] * previous + c[deg]
+        rows.append(nxt)
+        previous, current = current, nxt
+    return torch.stack(rows, dim=-2)
+
+
+@functools.lru_cache(maxsize=8)
+def _sphere2_columns(max_degree: int) -> tuple[Tensor, Tensor]:
+    """Column order of the S² basis: flat ``(l, |m|)`` index and azimuthal index per column."""
+    size = max_degree + 1
+    legendre, azimuth = [], []
+    for deg in range(size):
+        for m in range(-deg, deg + 1):
+            legendre.append(deg * size + abs(m))
+            azimuth.append(m if m >= 0 else size - m)  # cos mφ part, or the sin part after it
+    return torch.tensor(legendre), torch.tensor(azimuth)
 
 
 def _sphere2_basis(x: Tensor, max_degree: int) -> Tensor:
-    q = _legendre_columns(x[..., 2], max_degree)
+    q = _legendre_columns(x[..., 2], max_degree).flatten(-2)
     planar = torch.complex(x[..., 0], x[..., 1])
     powers = [torch.ones_like(planar)]
     for _ in range(max_degree):
         powers.append(powers[-1] * planar)  # (x + iy)^m = sin^m θ e^{imφ}
-    columns = []
-    for deg in range(max_degree + 1):
-        for m in range(-deg, deg + 1):
-            if m == 0:
-                columns.append(q[deg, 0])
-            elif m > 0:
-                columns.append(q[deg, m] * powers[m].real)
-            else:
-                columns.append(q[deg, -m] * powers[-m].imag)
-    return torch.stack(columns, dim=-1)
+    stacked = torch.stack(powers, dim=-1)
+    trig = torch.cat([stacked.real, stacked.imag], dim=-1)  # (..., 2(K+1)): cos parts, sin parts
+    legendre, azimuth = _sphere2_columns(max_degree)
+    return q[..., legendre] * trig[..., azimuth]
 
 
 def harmonic_basis(x: Tensor, max_degree: int) -> Tensor:
