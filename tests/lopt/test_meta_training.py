@@ -70,6 +70,8 @@ class ToyFamily(TaskFamily):
 class SpyArch(MLPArch):
     """Records the parameters and loss features every update sees."""
 
+    uses_validation_loss = True  # it records losses.val, so the system must compute it
+
     def __init__(self) -> None:
         super().__init__(hidden=4)
         self.seen: list[tuple[Tensor, LossFeatures | None]] = []
@@ -151,6 +153,26 @@ def test_validation_loss_really_reaches_the_arch():
     system.step(state, system.initial_theta().expand(2, -1), t, {"seed": seeds[0]})
     expected = task.validation_loss(state["params"], generator=g.manual_seed(22))
     assert torch.equal(spy.seen[0][1].val, expected)  # type: ignore[union-attr]
+
+
+def test_validation_pass_skipped_when_nothing_reads_it(monkeypatch):
+    # the MLP arch ignores losses.val; with the training objective the second forward
+    # pass per step is wasted work, and the system must not run it
+    calls = []
+    system = _system(MLPArch(hidden=4))
+    gen = torch.Generator().manual_seed(3)
+    state = system.init_state(4, generator=gen)
+    task = system.task(int(state["task_seed"][0]))
+    original = type(task).validation_loss
+    monkeypatch.setattr(type(task), "validation_loss",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    theta = system.initial_theta().expand(4, -1)
+    t = torch.zeros(4, dtype=torch.long)
+    data = {"seed": torch.tensor([[5, 6]]).expand(4, 2)}
+    new, _ = system.step(state, theta, t, data)
+    assert calls == [] and torch.equal(new["val"], state["val"])
+    _system(MLPArch(hidden=4), objective="validation").step(state, theta, t, data)
+    assert calls  # the validation objective still reads it
 
 
 def test_log_uniform_horizons_within_bounds():

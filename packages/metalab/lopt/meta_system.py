@@ -20,7 +20,8 @@ Antithetic pairs (``[+ half, − half]`` particle order) share their minibatches
 validation minibatches (common random numbers): batches are drawn for half the population
 and tiled. Validation loss (``task.validation_loss``) is computed every ``val_every`` steps
 at the parameters being updated and passed as ``LossFeatures(train, val)`` — the
-hierarchical optimizer really sees it during meta-training. ``L_t`` is the minibatch
+hierarchical optimizer really sees it during meta-training (skipped when neither the
+objective nor the architecture reads it). ``L_t`` is the minibatch
 training loss before the update (clip it through the estimator's ``loss_clip``), or with
 ``objective="validation"`` that step's validation loss (Metz et al. 2019/2020: a
 validation-loss meta-objective counters the overfitting of training-loss meta-training).
@@ -106,6 +107,8 @@ class TaskTrainingSystem(UnrolledSystem):
         self.min_horizon, self.max_horizon = min_horizon, max_horizon
         self.horizon = max_horizon
         self.val_every, self.paired = val_every, paired
+        # the validation pass is a second forward per step: skip it when nothing reads it
+        self._needs_validation = objective == "validation" or arch.uses_validation_loss
         if theta0 is None:
             theta0 = arch.init_theta(generator=torch.Generator().manual_seed(seed))
         if theta0.shape != (arch.theta_dim,):
@@ -171,7 +174,7 @@ class TaskTrainingSystem(UnrolledSystem):
         params = state["params"]
         loss, grads = task.loss_and_grad(params, self._batch(task, params.shape[0], train_seed))
         val = state["val"]
-        if int(t[0]) % self.val_every == 0:
+        if self._needs_validation and int(t[0]) % self.val_every == 0:
             val = self._validation(task, params, val_seed).to(val.dtype)
         opt_state = {
             k[len(_OPT_PREFIX) :]: v for k, v in state.items() if k.startswith(_OPT_PREFIX)
