@@ -88,6 +88,9 @@ def test_cli_spectrum_prints_predicted_and_measured() -> None:
         (["spectrum", "--activation", "relux"], "did you mean relu"),
         (["spectrum", "--points", "50", "--top", "60"], "--top"),
         (["spectrum", "--dim", "1", "--points", "20", "--top", "3"], "dimension"),
+        (["spectrum", "--dim", "-3", "--points", "20", "--top", "3"], "dimension"),
+        (["spectrum", "--dim", "400", "--points", "20", "--top", "3"], "dimension"),
+        (["spectrum", "--points", "1", "--top", "1"], "--points"),
     ],
 )
 def test_cli_errors_are_one_line(args: list[str], message: str) -> None:

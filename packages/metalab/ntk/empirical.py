@@ -30,6 +30,8 @@ from metalab.ntk.sphere import sample_sphere
 
 __all__ = ["SpectrumComparison", "compare_spectra"]
 
+_MAX_DIM = 100  # the paper's largest d; d = 400 gave NaN Funk–Hecke eigenvalues
+
 
 @dataclass(frozen=True)
 class SpectrumComparison:
@@ -83,10 +85,13 @@ def compare_spectra(
     """Empirical NTK spectrum of one symmetric-init network vs the Funk–Hecke prediction.
 
     Raises:
-        ConfigError: fewer than 10 points, or an odd/non-positive width.
+        ConfigError: fewer than 10 points, d outside 2..100, or an odd/non-positive width.
     """
     if points < 10:
         raise ConfigError(f"need at least 10 points for a spectrum, got {points}")
+    if not 2 <= dim <= _MAX_DIM:
+        raise ConfigError(f"the input dimension d must be between 2 and {_MAX_DIM} (data on "
+                          f"S^(d-1); the paper's largest is 100), got {dim}")
     p0 = symmetric_init([width], dim, radius=radius, generator=generator)[0]
     x = sample_sphere((points,), dim, generator=generator, dtype=torch.float64)
     params = {"a": p0[0], "B": p0[1 : dim + 1].T.contiguous(), "c": p0[dim + 1]}

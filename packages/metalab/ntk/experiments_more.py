@@ -66,13 +66,16 @@ def _regime_runs(config: RunConfig, p: RegimeParams, horizons: np.ndarray) -> np
     return np.stack([out[k].averaged.reshape(shape).numpy() for k in ("kernel", "network")])
 
 
-def _threshold(widths: np.ndarray, deviation: np.ndarray, tolerance: float) -> float:
-    """Smallest width from which every larger width deviates by at most ``tolerance``."""
+def _threshold(widths: np.ndarray, deviation: np.ndarray, tolerance: float) -> float | None:
+    """Smallest width from which every larger width deviates by at most ``tolerance``.
+
+    ``None`` when even the widest network is outside: M₀(T) lies beyond the measured widths.
+    """
     ok = deviation <= tolerance
     for index in range(widths.size):
         if ok[index:].all():
             return float(widths[index])
-    return float("inf")
+    return None
 
 
 def ntk_regime(config: RunConfig, run: Run) -> dict[str, float]:
@@ -91,14 +94,16 @@ def ntk_regime(config: RunConfig, run: Run) -> dict[str, float]:
             metrics[f"deviation.M{m}.T{t}"] = float(deviation[i, j])
     thresholds = [_threshold(widths, deviation[:, j], p.tolerance) for j in range(horizons.size)]
     for t, value in zip(horizons, thresholds, strict=True):
-        metrics[f"threshold_width.T{t}"] = value
+        if value is not None:  # unmeasured thresholds stay out (and fail the growth check)
+            metrics[f"threshold_width.T{t}"] = value
+    if thresholds[0] is not None and thresholds[-1] is not None:
+        metrics["threshold_growth"] = thresholds[-1] / thresholds[0]
     fit = fit_loglog(widths, np.maximum(deviation[:, -1], 1e-12))
     metrics.update({
         "max_deviation_at_max_width": float(deviation[-1].max()),
         "deviation_width_slope": fit.slope,
         "deviation_width_slope_ci_low": fit.ci_low,
         "deviation_width_slope_ci_high": fit.ci_high,
-        "threshold_growth": thresholds[-1] / thresholds[0],
         "small_width_deviation_growth": float(deviation[0, -1] / deviation[0, 0]),
     })
     plot_curves(run.figure_path("ratio-vs-width.png"),
