@@ -94,10 +94,11 @@ def ntk_regime(config: RunConfig, run: Run) -> dict[str, float]:
             metrics[f"deviation.M{m}.T{t}"] = float(deviation[i, j])
     thresholds = [_threshold(widths, deviation[:, j], p.tolerance) for j in range(horizons.size)]
     for t, value in zip(horizons, thresholds, strict=True):
-        if value is not None:  # unmeasured thresholds stay out (and fail the growth check)
+        if value is not None:  # an unmeasured threshold is left out, not written as Infinity
             metrics[f"threshold_width.T{t}"] = value
-    if thresholds[0] is not None and thresholds[-1] is not None:
-        metrics["threshold_growth"] = thresholds[-1] / thresholds[0]
+    first, last = thresholds[0], thresholds[-1]
+    # NaN (never passes a check) when either end's M₀ lies beyond the measured widths
+    metrics["threshold_growth"] = last / first if first and last else float("nan")
     fit = fit_loglog(widths, np.maximum(deviation[:, -1], 1e-12))
     metrics.update({
         "max_deviation_at_max_width": float(deviation[-1].max()),
