@@ -90,7 +90,7 @@ def test_cli_spectrum_prints_predicted_and_measured() -> None:
         (["spectrum", "--dim", "1", "--points", "20", "--top", "3"], "dimension"),
         (["spectrum", "--dim", "-3", "--points", "20", "--top", "3"], "dimension"),
         (["spectrum", "--dim", "400", "--points", "20", "--top", "3"], "dimension"),
-        (["spectrum", "--points", "1", "--top", "1"], "--points"),
+        (["spectrum", "--points", "1"], "at least 10 points"),
     ],
 )
 def test_cli_errors_are_one_line(args: list[str], message: str) -> None:

@@ -42,7 +42,7 @@ _EXPORTS = {
         "run_asgd",
         "stack_lanes",
     ],
-    "empirical": ["SpectrumComparison", "compare_spectra"],
+    "empirical": ["SpectrumComparison", "compare_spectra", "check_spectrum_inputs"],
     "network": [
         "augment_inputs",
         "empirical_ntk",
@@ -108,6 +108,7 @@ __all__ = [
     "balanced_lambda0",
     "basis_degrees",
     "block_kernel_step",
+    "check_spectrum_inputs",
     "compare_spectra",
     "dot_kernel_gram",
     "empirical_ntk",
@@ -166,7 +167,7 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         stack_lanes,
     )
     from metalab.ntk.blocked import block_kernel_step, dot_kernel_gram, run_kernel_blocked
-    from metalab.ntk.empirical import SpectrumComparison, compare_spectra
+    from metalab.ntk.empirical import SpectrumComparison, check_spectrum_inputs, compare_spectra
     from metalab.ntk.network import (
         augment_inputs,
         empirical_ntk,

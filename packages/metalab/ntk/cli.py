@@ -32,10 +32,9 @@ def spectrum(activation: str, dim: int, sharpness: float | None, width: int, poi
     from metalab.core.errors import ConfigError
     from metalab.core.seeding import make_generator
     from metalab.ntk.activations import make_activation
-    from metalab.ntk.empirical import compare_spectra
+    from metalab.ntk.empirical import check_spectrum_inputs, compare_spectra
 
-    if points < 10:
-        raise ConfigError(f"--points must be at least 10, got {points}")
+    check_spectrum_inputs(dim=dim, points=points)
     if top < 1 or top > points:
         raise ConfigError(f"--top must be between 1 and --points ({points}), got {top}")
     act = make_activation(activation, sharpness=sharpness)

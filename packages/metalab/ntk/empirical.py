@@ -28,9 +28,22 @@ from metalab.ntk.spectrum import (
 )
 from metalab.ntk.sphere import sample_sphere
 
-__all__ = ["SpectrumComparison", "compare_spectra"]
+__all__ = ["SpectrumComparison", "check_spectrum_inputs", "compare_spectra"]
 
 _MAX_DIM = 100  # the paper's largest d; d = 400 gave NaN Funk–Hecke eigenvalues
+
+
+def check_spectrum_inputs(*, dim: int, points: int) -> None:
+    """Reject what :func:`compare_spectra` cannot measure, before any work is done.
+
+    Raises:
+        ConfigError: fewer than 10 points, or d outside 2..100.
+    """
+    if points < 10:
+        raise ConfigError(f"need at least 10 points for a spectrum, got {points}")
+    if not 2 <= dim <= _MAX_DIM:
+        raise ConfigError(f"the input dimension d must be between 2 and {_MAX_DIM} "
+                          f"(data on S^(d-1)), got {dim}")
 
 
 @dataclass(frozen=True)
@@ -87,11 +100,7 @@ def compare_spectra(
     Raises:
         ConfigError: fewer than 10 points, d outside 2..100, or an odd/non-positive width.
     """
-    if points < 10:
-        raise ConfigError(f"need at least 10 points for a spectrum, got {points}")
-    if not 2 <= dim <= _MAX_DIM:
-        raise ConfigError(f"the input dimension d must be between 2 and {_MAX_DIM} (data on "
-                          f"S^(d-1); the paper's largest is 100), got {dim}")
+    check_spectrum_inputs(dim=dim, points=points)
     p0 = symmetric_init([width], dim, radius=radius, generator=generator)[0]
     x = sample_sphere((points,), dim, generator=generator, dtype=torch.float64)
     params = {"a": p0[0], "B": p0[1 : dim + 1].T.contiguous(), "c": p0[dim + 1]}

@@ -95,9 +95,9 @@ def averaged_sgd_risk(
     transient = -np.expm1((t + 1) * np.log1p(-rate)) / ((t + 1) * rate)
     shrink = mu_pos / (mu_pos + lam_arr) * (1 - transient)
     bias = (e * (1 - shrink) ** 2).sum(-1)
-    dof = (multiplicity[None, :] * mu_pos**2 / (mu_pos + lam_arr) ** 2).sum(-1)
-    inflation = 1 / (1 - eta * kappa_one / 2)
-    result: np.ndarray = bias + inflation * noise_variance * dof / t[:, 0]
+    _, variance = ridge_proxy(t[:, 0], lam_arr[:, 0], mu=mu, multiplicity=multiplicity,
+                              energy=energy, noise_variance=noise_variance)
+    result: np.ndarray = bias + variance / (1 - eta * kappa_one / 2)
     return result
 
 
