@@ -64,17 +64,36 @@ def _kernel(seeds: int, lanes: int, steps: int) -> tuple[float, float]:
     count = seeds * lanes
     coef = torch.zeros(count, 289, dtype=torch.float64)
     coef[:, 1:4] = 0.2
-    setup = Lanes(torch.full((count,), steps), torch.full((count,), 1e-3, dtype=torch.float64),
-                  torch.full((count,), 0.2, dtype=torch.float64), coef,
-                  torch.full((count,), 2))
+    setup = Lanes(
+        torch.full((count,), steps),
+        torch.full((count,), 1e-3, dtype=torch.float64),
+        torch.full((count,), 0.2, dtype=torch.float64),
+        coef,
+        torch.full((count,), 2),
+    )
     gen = torch.Generator().manual_seed(0)
     learner = {"kernel": KernelASGD(mu, dim=3, feature_degree=16)}
-    looped = timed(lambda: run_asgd(learner, setup, DataStream(3, 16, 0.5), generator=gen),
-                   torch.device("cpu"), warmup=False)
-    blocked = timed(lambda: run_kernel_blocked(
-        mu, coef[:lanes], lam=setup.lam[:lanes], eta=setup.eta[:lanes],
-        horizon=setup.horizon[:lanes], seeds=seeds, dim=3, feature_degree=16,
-        noise_half_width=0.5, generator=gen), torch.device("cpu"), warmup=False)
+    looped = timed(
+        lambda: run_asgd(learner, setup, DataStream(3, 16, 0.5), generator=gen),
+        torch.device("cpu"),
+        warmup=False,
+    )
+    blocked = timed(
+        lambda: run_kernel_blocked(
+            mu,
+            coef[:lanes],
+            lam=setup.lam[:lanes],
+            eta=setup.eta[:lanes],
+            horizon=setup.horizon[:lanes],
+            seeds=seeds,
+            dim=3,
+            feature_degree=16,
+            noise_half_width=0.5,
+            generator=gen,
+        ),
+        torch.device("cpu"),
+        warmup=False,
+    )
     return count * steps / looped, count * steps / blocked
 
 

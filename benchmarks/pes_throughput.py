@@ -161,8 +161,10 @@ def main() -> None:
         for pairs in pairs_list:
             old, new = before_after((baseline, system), pairs, args.truncation, windows)
             print(f"{pairs:>6} {old:>15.0f} {new:>14.0f} {new / old:>8.2f}x")
-    print(f"{'pairs':>6} {'vectorized steps/s (median; window range)':>43} "
-          f"{'loop steps/s':>13} {'ratio':>7}")
+    print(
+        f"{'pairs':>6} {'vectorized steps/s (median; window range)':>43} "
+        f"{'loop steps/s':>13} {'ratio':>7}"
+    )
     for pairs in pairs_list:
         rates = vectorized(system, pairs, args.truncation, windows)
         fast = statistics.median(rates)

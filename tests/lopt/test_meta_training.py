@@ -164,8 +164,9 @@ def test_validation_pass_skipped_when_nothing_reads_it(monkeypatch):
     state = system.init_state(4, generator=gen)
     task = system.task(int(state["task_seed"][0]))
     original = type(task).validation_loss
-    monkeypatch.setattr(type(task), "validation_loss",
-                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(
+        type(task), "validation_loss", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
     theta = system.initial_theta().expand(4, -1)
     t = torch.zeros(4, dtype=torch.long)
     data = {"seed": torch.tensor([[5, 6]]).expand(4, 2)}

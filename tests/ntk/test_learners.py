@@ -90,19 +90,41 @@ def test_network_forward_matches_each_lane_for_any_block() -> None:
     params[:, 0] += 0.1 * torch.randn(params[:, 0].shape, generator=_gen(3), dtype=params.dtype)
     x = sample_sphere((37,), 3, generator=_gen(1), dtype=torch.float64)
     act = make_activation("swish")
-    expected = torch.stack([
-        torch.stack([single_network_output({"a": params[lane, 0, :m], "B": params[lane, 1:4, :m].T,
-                                            "c": params[lane, 4, :m]}, point, act, gamma=0.7)
-                     for point in x])
-        for lane, m in enumerate(widths)
-    ])
+    expected = torch.stack(
+        [
+            torch.stack(
+                [
+                    single_network_output(
+                        {
+                            "a": params[lane, 0, :m],
+                            "B": params[lane, 1:4, :m].T,
+                            "c": params[lane, 4, :m],
+                        },
+                        point,
+                        act,
+                        gamma=0.7,
+                    )
+                    for point in x
+                ]
+            )
+            for lane, m in enumerate(widths)
+        ]
+    )
     for block in (None, 1, 5, 64):
         out = network_forward(params, x, act, gamma=0.7, widths=widths, block=block)
         torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
 
-def _reference_step(params: torch.Tensor, x: torch.Tensor, y: float, *, eta: float, lam: float,
-                    p0: torch.Tensor, act_name: str) -> torch.Tensor:
+def _reference_step(
+    params: torch.Tensor,
+    x: torch.Tensor,
+    y: float,
+    *,
+    eta: float,
+    lam: float,
+    p0: torch.Tensor,
+    act_name: str,
+) -> torch.Tensor:
     """θ ← θ − η∇½(g−y)² − ηλ(θ−θ⁰) with the gradient from torch.func.grad."""
     act = make_activation(act_name)
     dim = x.numel()
@@ -121,21 +143,34 @@ def _reference_step(params: torch.Tensor, x: torch.Tensor, y: float, *, eta: flo
 def test_batched_step_matches_torch_func_grad(act_name: str) -> None:
     dim, widths = 3, [6, 10]
     net = NetworkASGD(make_activation(act_name), dim=dim, gamma=0.8, quadrature=8)
-    lanes = Lanes(torch.tensor([5, 5]), torch.tensor([0.1, 0.3], dtype=torch.float64),
-                  torch.tensor([0.2, 0.5], dtype=torch.float64),
-                  torch.zeros(2, 16, dtype=torch.float64), torch.tensor(widths))
+    lanes = Lanes(
+        torch.tensor([5, 5]),
+        torch.tensor([0.1, 0.3], dtype=torch.float64),
+        torch.tensor([0.2, 0.5], dtype=torch.float64),
+        torch.zeros(2, 16, dtype=torch.float64),
+        torch.tensor(widths),
+    )
     state = net.init(lanes, generator=_gen())
     p0 = state.params.clone()
-    state.params.add_(0.1 * torch.randn(state.params.shape, generator=_gen(3),
-                                        dtype=torch.float64) * state.mask[:, None, :])
+    state.params.add_(
+        0.1
+        * torch.randn(state.params.shape, generator=_gen(3), dtype=torch.float64)
+        * state.mask[:, None, :]
+    )
     moved = state.params.clone()
     x = sample_sphere((2,), dim, generator=_gen(4), dtype=torch.float64)
     y = torch.tensor([0.3, -0.2], dtype=torch.float64)
     net.step(state, augment_inputs(x, 0.8), y)
     for lane, m in enumerate(widths):
-        want = _reference_step(moved[lane, :, :m], x[lane], float(y[lane]),
-                               eta=float(lanes.eta[lane]), lam=float(lanes.lam[lane]),
-                               p0=p0[lane, :, :m], act_name=act_name)
+        want = _reference_step(
+            moved[lane, :, :m],
+            x[lane],
+            float(y[lane]),
+            eta=float(lanes.eta[lane]),
+            lam=float(lanes.lam[lane]),
+            p0=p0[lane, :, :m],
+            act_name=act_name,
+        )
         torch.testing.assert_close(state.params[lane, :, :m], want)
         assert not state.params[lane, :, m:].any()
 
@@ -145,10 +180,13 @@ def test_batched_step_matches_torch_func_grad(act_name: str) -> None:
 def test_kernel_step_batched_equals_loop(seed: int, lanes: int) -> None:
     mu = np.linspace(1.0, 0.01, 12)
     learner = KernelASGD(mu, dim=2, feature_degree=5)
-    setup = Lanes(torch.full((lanes,), 3), torch.rand(lanes, generator=_gen(seed),
-                                                     dtype=torch.float64) * 0.1,
-                  torch.full((lanes,), 0.2, dtype=torch.float64),
-                  torch.zeros(lanes, 11, dtype=torch.float64), torch.full((lanes,), 2))
+    setup = Lanes(
+        torch.full((lanes,), 3),
+        torch.rand(lanes, generator=_gen(seed), dtype=torch.float64) * 0.1,
+        torch.full((lanes,), 0.2, dtype=torch.float64),
+        torch.zeros(lanes, 11, dtype=torch.float64),
+        torch.full((lanes,), 2),
+    )
     state = learner.init(setup, generator=_gen())
     inputs = torch.randn(lanes, 11, generator=_gen(seed + 1), dtype=torch.float64)
     y = torch.randn(lanes, generator=_gen(seed + 2), dtype=torch.float64)
@@ -165,9 +203,16 @@ def test_kernel_risk_is_the_l2_distance() -> None:
     learner = KernelASGD(spec.mu, dim=2, feature_degree=8)
     theta = torch.randn(1, 17, generator=_gen(), dtype=torch.float64)
     coef = torch.randn(1, 21, generator=_gen(1), dtype=torch.float64)  # degree 10 target
-    state = learner.init(Lanes(torch.tensor([1]), torch.zeros(1, dtype=torch.float64),
-                               torch.ones(1, dtype=torch.float64), coef, torch.tensor([2])),
-                         generator=_gen())
+    state = learner.init(
+        Lanes(
+            torch.tensor([1]),
+            torch.zeros(1, dtype=torch.float64),
+            torch.ones(1, dtype=torch.float64),
+            coef,
+            torch.tensor([2]),
+        ),
+        generator=_gen(),
+    )
     state.theta.copy_(theta)
     _, last = learner.risks(state, 0, coef)
     points, weights = sphere_quadrature(2, 64, dtype=torch.float64)
@@ -179,12 +224,17 @@ def test_kernel_risk_is_the_l2_distance() -> None:
 def test_wide_network_tracks_the_kernel_and_averaging_helps() -> None:
     spec = ntk_spectrum(make_activation("swish"), dim=2, max_degree=60)
     target = make_source_target(spec, r=1.0, max_degree=16, generator=_gen())
-    lanes = Lanes(torch.tensor([200, 600, 600]),
-                  torch.tensor([0.02, 0.01, 0.01], dtype=torch.float64),
-                  torch.full((3,), 1 / (4 * spec.kappa_one), dtype=torch.float64),
-                  target.coef.expand(3, -1).clone(), torch.tensor([2048, 2048, 2048]))
-    learners = {"kernel": KernelASGD(spec.mu, dim=2, feature_degree=16),
-                "network": NetworkASGD(make_activation("swish"), dim=2, quadrature=64)}
+    lanes = Lanes(
+        torch.tensor([200, 600, 600]),
+        torch.tensor([0.02, 0.01, 0.01], dtype=torch.float64),
+        torch.full((3,), 1 / (4 * spec.kappa_one), dtype=torch.float64),
+        target.coef.expand(3, -1).clone(),
+        torch.tensor([2048, 2048, 2048]),
+    )
+    learners = {
+        "kernel": KernelASGD(spec.mu, dim=2, feature_degree=16),
+        "network": NetworkASGD(make_activation("swish"), dim=2, quadrature=64),
+    }
     out = run_asgd(learners, lanes, DataStream(2, 16, 0.5), generator=_gen(5))
     ratio = out["network"].averaged / out["kernel"].averaged
     assert torch.all((ratio - 1).abs() < 0.15), ratio
@@ -193,9 +243,13 @@ def test_wide_network_tracks_the_kernel_and_averaging_helps() -> None:
 
 
 def test_run_asgd_rejects_bad_lanes() -> None:
-    lanes = Lanes(torch.tensor([0]), torch.zeros(1, dtype=torch.float64),
-                  torch.ones(1, dtype=torch.float64), torch.zeros(1, 5, dtype=torch.float64),
-                  torch.tensor([2]))
+    lanes = Lanes(
+        torch.tensor([0]),
+        torch.zeros(1, dtype=torch.float64),
+        torch.ones(1, dtype=torch.float64),
+        torch.zeros(1, 5, dtype=torch.float64),
+        torch.tensor([2]),
+    )
     with pytest.raises(ConfigError, match="horizon"):
         run_asgd({}, lanes, DataStream(2, 2, 0.5), generator=_gen())
 
@@ -203,14 +257,19 @@ def test_run_asgd_rejects_bad_lanes() -> None:
 def test_float32_network_matches_float64_on_the_same_stream() -> None:
     spec = ntk_spectrum(make_activation("swish"), dim=2, max_degree=60)
     target = make_source_target(spec, r=1.0, max_degree=16, generator=_gen())
-    lanes = Lanes(torch.tensor([2000, 2000]), torch.tensor([0.01, 0.003], dtype=torch.float64),
-                  torch.full((2,), 1 / (4 * spec.kappa_one), dtype=torch.float64),
-                  target.coef.expand(2, -1).clone(), torch.tensor([512, 512]))
+    lanes = Lanes(
+        torch.tensor([2000, 2000]),
+        torch.tensor([0.01, 0.003], dtype=torch.float64),
+        torch.full((2,), 1 / (4 * spec.kappa_one), dtype=torch.float64),
+        target.coef.expand(2, -1).clone(),
+        torch.tensor([512, 512]),
+    )
     risks = {}
     for kind in (torch.float32, torch.float64):
         net = NetworkASGD(make_activation("swish"), dim=2, quadrature=64, dtype=kind)
-        risks[kind] = run_asgd({"network": net}, lanes, DataStream(2, 16, 0.5),
-                               generator=_gen(7))["network"]
+        risks[kind] = run_asgd({"network": net}, lanes, DataStream(2, 16, 0.5), generator=_gen(7))[
+            "network"
+        ]
     for field in ("averaged", "last"):
         low, high = getattr(risks[torch.float32], field), getattr(risks[torch.float64], field)
         torch.testing.assert_close(low, high, rtol=1e-3, atol=0.0)
@@ -219,11 +278,16 @@ def test_float32_network_matches_float64_on_the_same_stream() -> None:
 def test_float32_network_keeps_a_float64_running_sum() -> None:
     # 10⁵ float32 additions of near-equal iterates round systematically (ulp(10⁵) ≈ 0.008):
     # at T = 10⁵ that biased the averaged network (circle r = 1 risk 0.6× the kernel's)
-    lanes = Lanes(torch.tensor([10]), torch.tensor([0.01], dtype=torch.float64),
-                  torch.full((1,), 0.2, dtype=torch.float64),
-                  torch.zeros(1, 5, dtype=torch.float64), torch.tensor([8]))
-    state = NetworkASGD(make_activation("swish"), dim=2, quadrature=8,
-                        dtype=torch.float32).init(lanes, generator=_gen())
+    lanes = Lanes(
+        torch.tensor([10]),
+        torch.tensor([0.01], dtype=torch.float64),
+        torch.full((1,), 0.2, dtype=torch.float64),
+        torch.zeros(1, 5, dtype=torch.float64),
+        torch.tensor([8]),
+    )
+    state = NetworkASGD(make_activation("swish"), dim=2, quadrature=8, dtype=torch.float32).init(
+        lanes, generator=_gen()
+    )
     assert state.params.dtype == torch.float32
     assert state.total.dtype == torch.float64
 

@@ -65,8 +65,9 @@ class DataStream:
         self, steps: int, coef: Tensor, *, generator: torch.Generator
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``(x, basis, y)`` of shapes ``(C, L, d)``, ``(C, L, J)``, ``(C, L)``."""
-        x = sample_sphere((steps, coef.shape[0]), self.dim, generator=generator,
-                          dtype=torch.float64)
+        x = sample_sphere(
+            (steps, coef.shape[0]), self.dim, generator=generator, dtype=torch.float64
+        )
         basis = harmonic_basis(x, self.max_degree)
         values = (basis[..., : coef.shape[1]] * coef).sum(-1)
         noise = torch.rand(values.shape, generator=generator, dtype=torch.float64)
@@ -127,8 +128,9 @@ class KernelASGD:
     def step(self, state: KernelState, inputs: Tensor, y: Tensor) -> None:
         """One SGD step of every lane, in place."""
         err = (state.theta * inputs).sum(-1) - y
-        state.theta.mul_(state.decay[:, None]).addcmul_((state.lr * err)[:, None], inputs,
-                                                         value=-1.0)
+        state.theta.mul_(state.decay[:, None]).addcmul_(
+            (state.lr * err)[:, None], inputs, value=-1.0
+        )
         state.total.add_(state.theta)
 
     def select(self, state: KernelState, rows: Tensor) -> KernelState:
@@ -137,6 +139,7 @@ class KernelASGD:
 
     def risks(self, state: KernelState, steps: int, coef: Tensor) -> tuple[Tensor, Tensor]:
         """Excess risks (averaged, last) of every lane."""
+
         def risk(theta: Tensor) -> Tensor:
             width = min(self.size, coef.shape[1])
             fitted = theta * self.sqrt_mu
@@ -171,9 +174,16 @@ class NetworkASGD:
     against :func:`torch.func.grad` in the tests) so one step is ~20 batched tensor ops.
     """
 
-    def __init__(self, activation: Activation, *, dim: int, radius: float = 1.0,
-                 gamma: float = 1.0, quadrature: int = 256,
-                 dtype: torch.dtype = torch.float64) -> None:
+    def __init__(
+        self,
+        activation: Activation,
+        *,
+        dim: int,
+        radius: float = 1.0,
+        gamma: float = 1.0,
+        quadrature: int = 256,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
         if gamma <= 0:
             raise ConfigError(f"the bias scale γ must be positive (paper, A2), got {gamma}")
         self.activation, self.dim, self.radius, self.gamma = activation, dim, radius, gamma
@@ -190,14 +200,19 @@ class NetworkASGD:
             # the running sum stays float64: ~10⁵ float32 additions of near-equal terms
             # round systematically (ulp(10⁵) ≈ 0.008), which biased the average at T = 10⁵;
             # only blocks of _FLUSH iterates are summed in float32 (relative error ~10⁻⁶)
-            params=p0.to(kind).clone(), total=p0.double().clone(),
+            params=p0.to(kind).clone(),
+            total=p0.double().clone(),
             partial=torch.zeros_like(p0, dtype=kind),
-            pending=torch.zeros(len(widths), dtype=torch.int64), anchor=(rate * p0).to(kind),
-            decay=(1 - rate).to(kind), lr=lanes.eta.to(kind),
+            pending=torch.zeros(len(widths), dtype=torch.int64),
+            anchor=(rate * p0).to(kind),
+            decay=(1 - rate).to(kind),
+            lr=lanes.eta.to(kind),
             # one column (a no-op, skipped by step) when every lane has the full width
-            mask=width_mask(widths, dtype=kind) if len(set(widths)) > 1 else
-            torch.ones((len(widths), 1), dtype=kind),
-            scale=lanes.width.double().rsqrt().to(kind), width=lanes.width.clone(),
+            mask=width_mask(widths, dtype=kind)
+            if len(set(widths)) > 1
+            else torch.ones((len(widths), 1), dtype=kind),
+            scale=lanes.width.double().rsqrt().to(kind),
+            width=lanes.width.clone(),
         )
 
     def prepare(self, state: NetworkState, x: Tensor, basis: Tensor) -> Tensor:
@@ -237,8 +252,9 @@ class NetworkASGD:
         truth = coef @ harmonic_basis(self.points, degree).T  # (L, Q)
 
         def risk(params: Tensor) -> Tensor:
-            out = network_forward(params.double(), self.points, self.activation, gamma=self.gamma,
-                                  widths=state.width)
+            out = network_forward(
+                params.double(), self.points, self.activation, gamma=self.gamma, widths=state.width
+            )
             return ((out - truth) ** 2 * self.weights).sum(-1)
 
         return risk((state.total + state.partial) / (steps + 1)), risk(state.params)
@@ -274,8 +290,12 @@ def run_asgd(
     """
     _validate(lanes)
     states = {name: lr.init(lanes, generator=generator) for name, lr in learners.items()}
-    out = {name: ASGDResult(torch.full_like(lanes.lam, torch.nan),
-                            torch.full_like(lanes.lam, torch.nan)) for name in learners}
+    out = {
+        name: ASGDResult(
+            torch.full_like(lanes.lam, torch.nan), torch.full_like(lanes.lam, torch.nan)
+        )
+        for name in learners
+    }
     active, t = torch.arange(lanes.horizon.numel()), 0
     for end in sorted({int(h) for h in lanes.horizon}):
         while t < end:

@@ -54,8 +54,9 @@ def dot_kernel_gram(x: Tensor, weights: Tensor, *, dim: int) -> Tensor:
     return gram
 
 
-def block_kernel_step(theta: Tensor, total: Tensor, psi: Tensor, y: Tensor, gram: Tensor, *,
-                      decay: Tensor, lr: Tensor) -> None:
+def block_kernel_step(
+    theta: Tensor, total: Tensor, psi: Tensor, y: Tensor, gram: Tensor, *, decay: Tensor, lr: Tensor
+) -> None:
     """Advance every lane by the ``c`` samples of a block, in place.
 
     Args:
@@ -73,8 +74,9 @@ def block_kernel_step(theta: Tensor, total: Tensor, psi: Tensor, y: Tensor, gram
     # D⁻¹(I + N)D = I + (η/q) G_lower with D = diag(q^s): solve for ẽ = D⁻¹e
     rhs = torch.bmm(theta, psi.transpose(1, 2)) - y.transpose(1, 2) / head  # (S, K, c)
     system = gram[:, None] * (lr / decay)[None, :, None, None]
-    scaled = torch.linalg.solve_triangular(system, rhs.unsqueeze(-1), upper=False,
-                                           unitriangular=True).squeeze(-1)
+    scaled = torch.linalg.solve_triangular(
+        system, rhs.unsqueeze(-1), upper=False, unitriangular=True
+    ).squeeze(-1)
     err = scaled * head * lr[:, None]  # η e_u
     last_weight = head.flip(-1)  # q^{c−1−u}
     sum_weight = torch.cumsum(head, dim=1).flip(-1)  # Σ_{m=0}^{c−1−u} q^m

@@ -42,8 +42,9 @@ def check_spectrum_inputs(*, dim: int, points: int) -> None:
     if points < 10:
         raise ConfigError(f"need at least 10 points for a spectrum, got {points}")
     if not 2 <= dim <= _MAX_DIM:
-        raise ConfigError(f"the input dimension d must be between 2 and {_MAX_DIM} "
-                          f"(data on S^(d-1)), got {dim}")
+        raise ConfigError(
+            f"the input dimension d must be between 2 and {_MAX_DIM} (data on S^(d-1)), got {dim}"
+        )
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,19 @@ class SpectrumComparison:
         A block is a run of equal predicted eigenvalues (one harmonic degree): the split of
         a degenerate eigenvalue by sampling averages out within its block.
         """
-        edges = np.flatnonzero(~np.isclose(self.predicted[1:], self.predicted[:-1],
-                                           rtol=1e-9, atol=0.0)) + 1
+        edges = (
+            np.flatnonzero(
+                ~np.isclose(self.predicted[1:], self.predicted[:-1], rtol=1e-9, atol=0.0)
+            )
+            + 1
+        )
         bounds = np.concatenate([[0], edges, [self.predicted.size]])[: blocks + 1]
-        return np.array([
-            self.measured[lo:hi].mean() / self.predicted[lo:hi].mean() - 1
-            for lo, hi in itertools.pairwise(bounds)
-        ])
+        return np.array(
+            [
+                self.measured[lo:hi].mean() / self.predicted[lo:hi].mean() - 1
+                for lo, hi in itertools.pairwise(bounds)
+            ]
+        )
 
     def decay_fit(self, low: int, high: int, *, measured: bool = True) -> LogLogFit:
         """Fit ``λ_i ∝ i^{slope}`` over sorted indices ``low..high`` (1-based)."""

@@ -77,35 +77,51 @@ def _study(config: RunConfig, run: Run, p: RateParams) -> dict[str, dict]:
     entry records its horizons as ``kernel.horizons`` / ``network.horizons``.
     """
     horizons = horizon_grid(p.t_max, decades=p.decades, per_decade=p.per_decade)
-    kernel_horizons = horizon_grid(p.kernel_t_max or p.t_max, decades=p.decades,
-                                   per_decade=p.per_decade)
+    kernel_horizons = horizon_grid(
+        p.kernel_t_max or p.t_max, decades=p.decades, per_decade=p.per_decade
+    )
     window = horizons[horizons >= horizons.max() / 10**p.fit_decades * (1 - 1e-9)]
     if any(s.network for s in p.settings) and not np.isin(window, kernel_horizons).all():
-        raise ConfigError("the kernel horizon grid must contain the network's fit horizons "
-                          f"{window.tolist()} (choose kernel_t_max = t_max · 10^(k/per_decade))")
+        raise ConfigError(
+            "the kernel horizon grid must contain the network's fit horizons "
+            f"{window.tolist()} (choose kernel_t_max = t_max · 10^(k/per_decade))"
+        )
     reference = float(max(horizons.max(), kernel_horizons.max()))
     problems = {
-        s.name: make_problem(s, p.model, reference_horizon=reference,
-                             generator=config.generator(f"target/{s.name}"))
+        s.name: make_problem(
+            s, p.model, reference_horizon=reference, generator=config.generator(f"target/{s.name}")
+        )
         for s in p.settings
     }
     results: dict[str, dict] = {
-        s.name: {"problem": problems[s.name], "kernel.horizons": kernel_horizons,
-                 "network.horizons": horizons} for s in p.settings
+        s.name: {
+            "problem": problems[s.name],
+            "kernel.horizons": kernel_horizons,
+            "network.horizons": horizons,
+        }
+        for s in p.settings
     }
     for key, members, width in _groups(p):
         network = width > 0
         seeds = p.seeds if network else p.kernel_seeds.get(str(members[0].dim), p.seeds)
         model = replace(p.model, width=width) if network else p.model
 
-        def compute(members: list[Setting] = members, network: bool = network,
-                    key: str = key, seeds: int = seeds, model: ModelConfig = model
-                    ) -> dict[str, list]:
+        def compute(
+            members: list[Setting] = members,
+            network: bool = network,
+            key: str = key,
+            seeds: int = seeds,
+            model: ModelConfig = model,
+        ) -> dict[str, list]:
             with torch_threads(p.threads):
-                out = run_problems([problems[s.name] for s in members], model,
-                                   horizons=horizons if network else kernel_horizons,
-                                   seeds=seeds, network=network,
-                                   generator=config.generator(f"sgd/{key}"))
+                out = run_problems(
+                    [problems[s.name] for s in members],
+                    model,
+                    horizons=horizons if network else kernel_horizons,
+                    seeds=seeds,
+                    network=network,
+                    generator=config.generator(f"sgd/{key}"),
+                )
             return {name: value.tolist() for name, value in out.items()}
 
         stored = run.stage(key, compute)
@@ -131,8 +147,7 @@ def _groups(p: RateParams) -> list[tuple[str, list[Setting], int]]:
     return groups
 
 
-def _report(run: Run, name: str, entry: dict, learner: str, fit_decades: float
-            ) -> dict[str, float]:
+def _report(run: Run, name: str, entry: dict, learner: str, fit_decades: float) -> dict[str, float]:
     problem: Problem = entry["problem"]
     horizons = entry[f"{learner}.horizons"]
     risks = entry[f"{learner}.averaged"]
@@ -140,14 +155,24 @@ def _report(run: Run, name: str, entry: dict, learner: str, fit_decades: float
     proxy = problem.proxy(horizons)
     plot_loglog_fit(
         run.figure_path(f"rate-{name}-{learner}.png"),
-        np.broadcast_to(horizons, risks.shape).ravel(), risks.ravel(),
-        xlabel="horizon T", ylabel="excess risk", fit=fit,
+        np.broadcast_to(horizons, risks.shape).ravel(),
+        risks.ravel(),
+        xlabel="horizon T",
+        ylabel="excess risk",
+        fit=fit,
         reference_slope=-problem.predicted,
         title=f"{name} ({learner}), fit on the last {fit_decades:g} decades",
     )
     prefix = f"{name}.{learner}"
-    run.log(None, setting=name, learner=learner, horizons=horizons, mean_risk=risks.mean(0),
-            proxy=proxy, slope=-fit.slope)
+    run.log(
+        None,
+        setting=name,
+        learner=learner,
+        horizons=horizons,
+        mean_risk=risks.mean(0),
+        proxy=proxy,
+        slope=-fit.slope,
+    )
     return {
         f"{prefix}.slope": -fit.slope,
         f"{prefix}.slope_ci_low": -fit.ci_high,
@@ -172,8 +197,9 @@ def _network_metrics(name: str, entry: dict, fit_decades: float) -> dict[str, fl
     ratio = entry["network.averaged"] / entry["paired_kernel.averaged"]
     ratio_fit = fit_rate(horizons, ratio, fit_decades=fit_decades)
     slope = -kernel_fit.slope - ratio_fit.slope
-    half = np.hypot((kernel_fit.ci_high - kernel_fit.ci_low) / 2,
-                    (ratio_fit.ci_high - ratio_fit.ci_low) / 2)
+    half = np.hypot(
+        (kernel_fit.ci_high - kernel_fit.ci_low) / 2, (ratio_fit.ci_high - ratio_fit.ci_low) / 2
+    )
     level = kernel[:, -1].mean() * ratio[:, -1].mean()
     prefix = f"{name}.network"
     return {
@@ -182,8 +208,9 @@ def _network_metrics(name: str, entry: dict, fit_decades: float) -> dict[str, fl
         f"{prefix}.slope_ci_high": slope + half,
         f"{prefix}.slope_error": slope - problem.predicted,
         f"{prefix}.proxy_ratio": float(level / problem.proxy(horizons)[-1]),
-        f"{prefix}.raw_slope": -fit_rate(horizons, entry["network.averaged"],
-                                         fit_decades=fit_decades).slope,
+        f"{prefix}.raw_slope": -fit_rate(
+            horizons, entry["network.averaged"], fit_decades=fit_decades
+        ).slope,
         f"{prefix}.t_max": float(horizons.max()),
         f"{name}.network_over_kernel": float(ratio[:, -1].mean()),
         f"{name}.network_over_kernel_slope": -ratio_fit.slope,
@@ -219,11 +246,19 @@ def asgd_rate(config: RunConfig, run: Run) -> dict[str, float]:
         curves[f"{setting.name} proxy"] = (kernel_h, problem.proxy(kernel_h))
         if setting.network:
             metrics.update(_network_metrics(setting.name, entry, p.fit_decades))
-            curves[f"{setting.name} network"] = (entry["network.horizons"],
-                                                 entry["network.averaged"].mean(0))
-    plot_curves(run.figure_path("risk-vs-proxy.png"), curves, xlabel="horizon T",
-                ylabel="excess risk (mean over seeds)", logx=True, logy=True,
-                title="averaged SGD: network, kernel and the ridge proxy")
+            curves[f"{setting.name} network"] = (
+                entry["network.horizons"],
+                entry["network.averaged"].mean(0),
+            )
+    plot_curves(
+        run.figure_path("risk-vs-proxy.png"),
+        curves,
+        xlabel="horizon T",
+        ylabel="excess risk (mean over seeds)",
+        logx=True,
+        logy=True,
+        title="averaged SGD: network, kernel and the ridge proxy",
+    )
     return metrics
 
 
@@ -240,28 +275,39 @@ def last_iterate(config: RunConfig, run: Run) -> dict[str, float]:
         for learner in learners:
             horizons = entry[f"{learner}.horizons"]
             plateau = last_iterate_plateau(
-                problem.lam(horizons), eta=problem.eta, mu=problem.spectrum.mu,
+                problem.lam(horizons),
+                eta=problem.eta,
+                mu=problem.spectrum.mu,
                 multiplicity=problem.spectrum.multiplicity,
                 energy=problem.target.degree_energy(),
-                noise_variance=problem.target.noise_variance)
+                noise_variance=problem.target.noise_variance,
+            )
             avg, last = entry[f"{learner}.averaged"], entry[f"{learner}.last"]
             fit_avg = fit_rate(horizons, avg, fit_decades=p.fit_decades)
             fit_last = fit_rate(horizons, last, fit_decades=p.fit_decades)
             prefix = f"{setting.name}.{learner}"
             curves[f"{prefix} averaged"] = (horizons, avg.mean(0))
             curves[f"{prefix} last"] = (horizons, last.mean(0))
-            metrics.update({
-                f"{prefix}.averaged_slope": -fit_avg.slope,
-                f"{prefix}.last_slope": -fit_last.slope,
-                f"{prefix}.last_slope_ci_high": -fit_last.ci_low,
-                f"{prefix}.slope_gain": fit_last.slope - fit_avg.slope,
-                f"{prefix}.last_over_averaged": float(last[:, -1].mean() / avg[:, -1].mean()),
-                f"{prefix}.last_over_plateau": float(last[:, -1].mean() / plateau[-1]),
-                f"{prefix}.last_seed_cv": float(last[:, -1].std() / last[:, -1].mean()),
-                f"{prefix}.averaged_seed_cv": float(avg[:, -1].std() / avg[:, -1].mean()),
-            })
+            metrics.update(
+                {
+                    f"{prefix}.averaged_slope": -fit_avg.slope,
+                    f"{prefix}.last_slope": -fit_last.slope,
+                    f"{prefix}.last_slope_ci_high": -fit_last.ci_low,
+                    f"{prefix}.slope_gain": fit_last.slope - fit_avg.slope,
+                    f"{prefix}.last_over_averaged": float(last[:, -1].mean() / avg[:, -1].mean()),
+                    f"{prefix}.last_over_plateau": float(last[:, -1].mean() / plateau[-1]),
+                    f"{prefix}.last_seed_cv": float(last[:, -1].std() / last[:, -1].mean()),
+                    f"{prefix}.averaged_seed_cv": float(avg[:, -1].std() / avg[:, -1].mean()),
+                }
+            )
             curves[f"{prefix} plateau"] = (horizons, plateau)
-    plot_curves(run.figure_path("last-vs-averaged.png"), curves, xlabel="horizon T",
-                ylabel="excess risk (mean over seeds)", logx=True, logy=True,
-                title="averaged vs last iterate (same runs, same step size)")
+    plot_curves(
+        run.figure_path("last-vs-averaged.png"),
+        curves,
+        xlabel="horizon T",
+        ylabel="excess risk (mean over seeds)",
+        logx=True,
+        logy=True,
+        title="averaged vs last iterate (same runs, same step size)",
+    )
     return metrics

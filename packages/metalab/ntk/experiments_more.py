@@ -41,9 +41,12 @@ class RegimeParams:
 
 def _regime_runs(config: RunConfig, p: RegimeParams, horizons: np.ndarray) -> np.ndarray:
     """``(2, W, seeds, H)`` risks (kernel, network) of every (width, seed, horizon) lane."""
-    problem = make_problem(Setting("regime", p.dim, p.r), p.model,
-                           reference_horizon=float(horizons.max()),
-                           generator=config.generator("target"))
+    problem = make_problem(
+        Setting("regime", p.dim, p.r),
+        p.model,
+        reference_horizon=float(horizons.max()),
+        generator=config.generator("target"),
+    )
     grid = [(m, s, t) for m in p.widths for s in range(p.seeds) for t in horizons]
     horizon = torch.tensor([t for _, _, t in grid], dtype=torch.int64)
     lanes = Lanes(
@@ -56,12 +59,21 @@ def _regime_runs(config: RunConfig, p: RegimeParams, horizons: np.ndarray) -> np
     degree = problem.target.max_degree
     learners: dict[str, Learner] = {
         "kernel": KernelASGD(problem.spectrum.mu, dim=p.dim, feature_degree=degree),
-        "network": NetworkASGD(p.model.make_activation(), dim=p.dim, radius=p.model.radius,
-                               gamma=p.model.gamma, quadrature=4 * degree),
+        "network": NetworkASGD(
+            p.model.make_activation(),
+            dim=p.dim,
+            radius=p.model.radius,
+            gamma=p.model.gamma,
+            quadrature=4 * degree,
+        ),
     }
     with torch_threads(p.threads):
-        out = run_asgd(learners, lanes, DataStream(p.dim, degree, p.model.noise_half_width),
-                       generator=config.generator("sgd"))
+        out = run_asgd(
+            learners,
+            lanes,
+            DataStream(p.dim, degree, p.model.noise_half_width),
+            generator=config.generator("sgd"),
+        )
     shape = (len(p.widths), p.seeds, horizons.size)
     return np.stack([out[k].averaged.reshape(shape).numpy() for k in ("kernel", "network")])
 
@@ -100,20 +112,34 @@ def ntk_regime(config: RunConfig, run: Run) -> dict[str, float]:
     # NaN (never passes a check) when either end's M₀ lies beyond the measured widths
     metrics["threshold_growth"] = last / first if first and last else float("nan")
     fit = fit_loglog(widths, np.maximum(deviation[:, -1], 1e-12))
-    metrics.update({
-        "max_deviation_at_max_width": float(deviation[-1].max()),
-        "deviation_width_slope": fit.slope,
-        "deviation_width_slope_ci_low": fit.ci_low,
-        "deviation_width_slope_ci_high": fit.ci_high,
-        "small_width_deviation_growth": float(deviation[0, -1] / deviation[0, 0]),
-    })
-    plot_curves(run.figure_path("ratio-vs-width.png"),
-                {f"T={t}": (widths, ratio[:, j]) for j, t in enumerate(horizons)},
-                xlabel="width M", ylabel="network risk / kernel risk", logx=True,
-                hlines={"1": 1.0}, title="averaged SGD: network vs its NTK kernel")
-    plot_heatmap(run.figure_path("deviation-heatmap.png"), deviation, x=horizons, y=widths,
-                 xlabel="horizon T", ylabel="width M", log_scale=True,
-                 title="|network/kernel − 1| (mean over seeds)")
+    metrics.update(
+        {
+            "max_deviation_at_max_width": float(deviation[-1].max()),
+            "deviation_width_slope": fit.slope,
+            "deviation_width_slope_ci_low": fit.ci_low,
+            "deviation_width_slope_ci_high": fit.ci_high,
+            "small_width_deviation_growth": float(deviation[0, -1] / deviation[0, 0]),
+        }
+    )
+    plot_curves(
+        run.figure_path("ratio-vs-width.png"),
+        {f"T={t}": (widths, ratio[:, j]) for j, t in enumerate(horizons)},
+        xlabel="width M",
+        ylabel="network risk / kernel risk",
+        logx=True,
+        hlines={"1": 1.0},
+        title="averaged SGD: network vs its NTK kernel",
+    )
+    plot_heatmap(
+        run.figure_path("deviation-heatmap.png"),
+        deviation,
+        x=horizons,
+        y=widths,
+        xlabel="horizon T",
+        ylabel="width M",
+        log_scale=True,
+        title="|network/kernel − 1| (mean over seeds)",
+    )
     return metrics
 
 
@@ -143,31 +169,50 @@ def ntk_spectrum_check(config: RunConfig, run: Run) -> dict[str, float]:
         activation = make_activation(name, sharpness=p.sharpness if name == "swish" else None)
         for dim in p.dims:
             with torch_threads(p.threads):
-                cmp = compare_spectra(activation, dim=dim, width=p.width, points=p.points,
-                                      generator=config.generator(f"{name}/d{dim}"),
-                                      radius=p.radius, gamma=p.gamma,
-                                      device=config.torch_device)
+                cmp = compare_spectra(
+                    activation,
+                    dim=dim,
+                    width=p.width,
+                    points=p.points,
+                    generator=config.generator(f"{name}/d{dim}"),
+                    radius=p.radius,
+                    gamma=p.gamma,
+                    device=config.torch_device,
+                )
             low, high = p.decay_window[str(dim)]
-            measured, predicted = cmp.decay_fit(low, high), cmp.decay_fit(low, high,
-                                                                         measured=False)
+            measured, predicted = cmp.decay_fit(low, high), cmp.decay_fit(low, high, measured=False)
             key = f"{name}.d{dim}"
             blocks = cmp.block_errors(p.blocks)
-            metrics.update({
-                f"{key}.gram_error": cmp.gram_error,
-                f"{key}.max_block_error": float(np.abs(blocks).max()),
-                f"{key}.decay_slope": measured.slope,
-                f"{key}.decay_slope_ci_low": measured.ci_low,
-                f"{key}.decay_slope_ci_high": measured.ci_high,
-                f"{key}.predicted_decay_slope": predicted.slope,
-                f"{key}.decay_vs_beta": measured.slope + cmp.spectrum.beta,
-                f"{key}.decay_vs_funk_hecke": measured.slope - predicted.slope,
-            })
+            metrics.update(
+                {
+                    f"{key}.gram_error": cmp.gram_error,
+                    f"{key}.max_block_error": float(np.abs(blocks).max()),
+                    f"{key}.decay_slope": measured.slope,
+                    f"{key}.decay_slope_ci_low": measured.ci_low,
+                    f"{key}.decay_slope_ci_high": measured.ci_high,
+                    f"{key}.predicted_decay_slope": predicted.slope,
+                    f"{key}.decay_vs_beta": measured.slope + cmp.spectrum.beta,
+                    f"{key}.decay_vs_funk_hecke": measured.slope - predicted.slope,
+                }
+            )
             index = np.arange(1, cmp.points + 1)
-            plot_curves(run.figure_path(f"spectrum-{key}.png"),
-                        {"empirical NTK (torch.func)": (index, np.clip(cmp.measured, 1e-16, None)),
-                         "Funk–Hecke": (index, cmp.predicted)},
-                        xlabel="index i", ylabel="eigenvalue λ_i", logx=True, logy=True,
-                        title=f"NTK spectrum, {activation.describe()}, d={dim}, M={p.width}")
-            run.log(None, activation=name, dim=dim, predicted=cmp.predicted[:50],
-                    measured=cmp.measured[:50])
+            plot_curves(
+                run.figure_path(f"spectrum-{key}.png"),
+                {
+                    "empirical NTK (torch.func)": (index, np.clip(cmp.measured, 1e-16, None)),
+                    "Funk–Hecke": (index, cmp.predicted),
+                },
+                xlabel="index i",
+                ylabel="eigenvalue λ_i",
+                logx=True,
+                logy=True,
+                title=f"NTK spectrum, {activation.describe()}, d={dim}, M={p.width}",
+            )
+            run.log(
+                None,
+                activation=name,
+                dim=dim,
+                predicted=cmp.predicted[:50],
+                measured=cmp.measured[:50],
+            )
     return metrics

@@ -31,9 +31,7 @@ SUPPORTED_DIMS = (2, 3)
 
 def _check(dim: int) -> None:
     if dim not in SUPPORTED_DIMS:
-        raise ConfigError(
-            f"harmonic bases exist for the circle (d=2) and S² (d=3); got d={dim}"
-        )
+        raise ConfigError(f"harmonic bases exist for the circle (d=2) and S² (d=3); got d={dim}")
 
 
 def sample_sphere(
@@ -83,7 +81,9 @@ def _legendre_recurrence(max_degree: int) -> tuple[np.ndarray, np.ndarray, np.nd
         for deg in range(m + 2, size):
             a[deg, m] = np.sqrt((2 * deg - 1) * (2 * deg + 1) / ((deg - m) * (deg + m)))
             b[deg, m] = np.sqrt(
-                (2 * deg + 1) * (deg + m - 1) * (deg - m - 1)
+                (2 * deg + 1)
+                * (deg + m - 1)
+                * (deg - m - 1)
                 / ((deg - m) * (deg + m) * (2 * deg - 3))
             )
     return a, b, c

@@ -87,8 +87,9 @@ class ModelConfig:
             ConfigError: anything but ``"float32"`` or ``"float64"``.
         """
         if self.network_dtype not in _DTYPES:
-            raise ConfigError(f"network_dtype must be one of {sorted(_DTYPES)}, "
-                              f"got {self.network_dtype!r}")
+            raise ConfigError(
+                f"network_dtype must be one of {sorted(_DTYPES)}, got {self.network_dtype!r}"
+            )
         return _DTYPES[self.network_dtype]
 
     def make_activation(self) -> Activation:
@@ -117,27 +118,36 @@ class Problem:
 
     def lam(self, horizon: np.ndarray | float) -> np.ndarray:
         """``λ(T)``."""
-        return regularization(horizon, r=self.setting.r, beta=self.spectrum.beta,
-                              lambda0=self.lambda0)
+        return regularization(
+            horizon, r=self.setting.r, beta=self.spectrum.beta, lambda0=self.lambda0
+        )
 
     def proxy(self, horizon: np.ndarray | float) -> np.ndarray:
         """Ridge-proxy excess risk (bias + variance) at horizons ``T``."""
-        bias, var = ridge_proxy(horizon, self.lam(horizon), mu=self.spectrum.mu,
-                                multiplicity=self.spectrum.multiplicity,
-                                energy=self.target.degree_energy(),
-                                noise_variance=self.target.noise_variance)
+        bias, var = ridge_proxy(
+            horizon,
+            self.lam(horizon),
+            mu=self.spectrum.mu,
+            multiplicity=self.spectrum.multiplicity,
+            energy=self.target.degree_energy(),
+            noise_variance=self.target.noise_variance,
+        )
         result: np.ndarray = bias + var
         return result
 
     def expected_risk(self, horizon: np.ndarray | float) -> np.ndarray:
         """Closed-form expected risk of the kernel learner (features up to its degree)."""
         keep = _TARGET_DEGREE[self.setting.dim] + 1
-        return averaged_sgd_risk(horizon, self.lam(horizon), eta=self.eta,
-                                 mu=self.spectrum.mu[:keep],
-                                 multiplicity=self.spectrum.multiplicity[:keep],
-                                 energy=self.target.degree_energy(),
-                                 noise_variance=self.target.noise_variance,
-                                 kappa_one=self.spectrum.kappa_one)
+        return averaged_sgd_risk(
+            horizon,
+            self.lam(horizon),
+            eta=self.eta,
+            mu=self.spectrum.mu[:keep],
+            multiplicity=self.spectrum.multiplicity[:keep],
+            energy=self.target.degree_energy(),
+            noise_variance=self.target.noise_variance,
+            kappa_one=self.spectrum.kappa_one,
+        )
 
 
 def horizon_grid(t_max: float, *, decades: float, per_decade: int) -> np.ndarray:
@@ -145,35 +155,53 @@ def horizon_grid(t_max: float, *, decades: float, per_decade: int) -> np.ndarray
     if t_max < 10 or decades <= 0 or per_decade < 1:
         raise ConfigError("need t_max ≥ 10, decades > 0 and per_decade ≥ 1")
     count = round(decades * per_decade) + 1
-    return np.unique(np.round(np.logspace(np.log10(t_max) - decades, np.log10(t_max), count)
-                              ).astype(np.int64))
+    return np.unique(
+        np.round(np.logspace(np.log10(t_max) - decades, np.log10(t_max), count)).astype(np.int64)
+    )
 
 
 @functools.lru_cache(maxsize=16)
-def _spectrum(activation: str, sharpness: float, dim: int, radius: float, gamma: float
-              ) -> NTKSpectrum:
+def _spectrum(
+    activation: str, sharpness: float, dim: int, radius: float, gamma: float
+) -> NTKSpectrum:
     model = ModelConfig(activation=activation, sharpness=sharpness)
-    return ntk_spectrum(model.make_activation(), dim=dim, max_degree=_SPECTRUM_DEGREE[dim],
-                        radius=radius, gamma=gamma)
+    return ntk_spectrum(
+        model.make_activation(),
+        dim=dim,
+        max_degree=_SPECTRUM_DEGREE[dim],
+        radius=radius,
+        gamma=gamma,
+    )
 
 
-def make_problem(setting: Setting, model: ModelConfig, *, reference_horizon: float,
-                 generator: torch.Generator) -> Problem:
+def make_problem(
+    setting: Setting, model: ModelConfig, *, reference_horizon: float, generator: torch.Generator
+) -> Problem:
     """Spectrum, source target (drawn from ``generator``), oracle λ₀ and step size."""
     if setting.dim not in _TARGET_DEGREE:
         raise ConfigError(f"setting {setting.name!r}: dim must be 2 or 3, got {setting.dim}")
-    spectrum = _spectrum(model.activation, model.sharpness, setting.dim, model.radius,
-                         model.gamma)
+    spectrum = _spectrum(model.activation, model.sharpness, setting.dim, model.radius, model.gamma)
     log_power = setting.target_log_power
     if log_power is None:
         log_power = model.target_log_power
-    target = make_source_target(spectrum, r=setting.r, max_degree=_TARGET_DEGREE[setting.dim],
-                                generator=generator, sup_norm=model.sup_norm,
-                                noise_half_width=model.noise_half_width,
-                                log_power=log_power)
-    lambda0 = balanced_lambda0(reference_horizon, r=setting.r, beta=spectrum.beta, mu=spectrum.mu,
-                               multiplicity=spectrum.multiplicity, energy=target.degree_energy(),
-                               noise_variance=target.noise_variance)
+    target = make_source_target(
+        spectrum,
+        r=setting.r,
+        max_degree=_TARGET_DEGREE[setting.dim],
+        generator=generator,
+        sup_norm=model.sup_norm,
+        noise_half_width=model.noise_half_width,
+        log_power=log_power,
+    )
+    lambda0 = balanced_lambda0(
+        reference_horizon,
+        r=setting.r,
+        beta=spectrum.beta,
+        mu=spectrum.mu,
+        multiplicity=spectrum.multiplicity,
+        energy=target.degree_energy(),
+        noise_variance=target.noise_variance,
+    )
     eta = model.eta_scale / (4 * spectrum.kappa_one)
     return Problem(setting, spectrum, target, lambda0, eta, reference_horizon)
 
@@ -214,16 +242,31 @@ def run_problems(
     if not network:
         lanes = _lanes(problems, horizons, 1, model.width)
         averaged, last = run_kernel_blocked(
-            problems[0].spectrum.mu, lanes.coef, lam=lanes.lam, eta=lanes.eta,
-            horizon=lanes.horizon, seeds=seeds, dim=dim, feature_degree=degree,
-            noise_half_width=model.noise_half_width, generator=generator)
-        return {"kernel.averaged": _per_problem(averaged, shape),
-                "kernel.last": _per_problem(last, shape)}
+            problems[0].spectrum.mu,
+            lanes.coef,
+            lam=lanes.lam,
+            eta=lanes.eta,
+            horizon=lanes.horizon,
+            seeds=seeds,
+            dim=dim,
+            feature_degree=degree,
+            noise_half_width=model.noise_half_width,
+            generator=generator,
+        )
+        return {
+            "kernel.averaged": _per_problem(averaged, shape),
+            "kernel.last": _per_problem(last, shape),
+        }
     learners: dict[str, Learner] = {
         "kernel": KernelASGD(problems[0].spectrum.mu, dim=dim, feature_degree=degree),
-        "network": NetworkASGD(model.make_activation(), dim=dim, radius=model.radius,
-                               gamma=model.gamma, quadrature=4 * degree,
-                               dtype=model.torch_dtype()),
+        "network": NetworkASGD(
+            model.make_activation(),
+            dim=dim,
+            radius=model.radius,
+            gamma=model.gamma,
+            quadrature=4 * degree,
+            dtype=model.torch_dtype(),
+        ),
     }
     lanes = _lanes(problems, horizons, seeds, model.width)
     stream = DataStream(dim, degree, model.noise_half_width)

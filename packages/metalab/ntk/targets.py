@@ -57,8 +57,9 @@ class SourceTarget:
     def degree_energy(self) -> np.ndarray:
         """``e_k = Σ_{deg j = k} c_j²`` for ``k = 0..K``."""
         degrees = basis_degrees(self.dim, self.max_degree)
-        return np.bincount(degrees, weights=self.coef.double().numpy() ** 2,
-                           minlength=self.max_degree + 1)
+        return np.bincount(
+            degrees, weights=self.coef.double().numpy() ** 2, minlength=self.max_degree + 1
+        )
 
     def __call__(self, x: Tensor) -> Tensor:
         """``g_ρ(x)`` at points ``x`` of shape ``(..., d)``."""

@@ -33,8 +33,9 @@ def predicted_exponent(r: float, beta: float) -> float:
     return 2 * r * beta / (2 * r * beta + 1)
 
 
-def regularization(horizon: np.ndarray | float, *, r: float, beta: float, lambda0: float
-                   ) -> np.ndarray:
+def regularization(
+    horizon: np.ndarray | float, *, r: float, beta: float, lambda0: float
+) -> np.ndarray:
     """Corollary 1's ``λ(T) = λ₀ T^{−β/(2rβ+1)}``."""
     return lambda0 * np.asarray(horizon, dtype=float) ** (-beta / (2 * r * beta + 1))
 
@@ -95,8 +96,14 @@ def averaged_sgd_risk(
     transient = -np.expm1((t + 1) * np.log1p(-rate)) / ((t + 1) * rate)
     shrink = mu_pos / (mu_pos + lam_arr) * (1 - transient)
     bias = (e * (1 - shrink) ** 2).sum(-1)
-    _, variance = ridge_proxy(t[:, 0], lam_arr[:, 0], mu=mu, multiplicity=multiplicity,
-                              energy=energy, noise_variance=noise_variance)
+    _, variance = ridge_proxy(
+        t[:, 0],
+        lam_arr[:, 0],
+        mu=mu,
+        multiplicity=multiplicity,
+        energy=energy,
+        noise_variance=noise_variance,
+    )
     result: np.ndarray = bias + variance / (1 - eta * kappa_one / 2)
     return result
 
@@ -121,8 +128,14 @@ def balanced_lambda0(
 
     def gap(log_lambda0: float) -> float:
         lam = regularization(reference_horizon, r=r, beta=beta, lambda0=float(np.exp(log_lambda0)))
-        bias, var = ridge_proxy(reference_horizon, lam, mu=mu, multiplicity=multiplicity,
-                                energy=energy, noise_variance=noise_variance)
+        bias, var = ridge_proxy(
+            reference_horizon,
+            lam,
+            mu=mu,
+            multiplicity=multiplicity,
+            energy=energy,
+            noise_variance=noise_variance,
+        )
         return float(np.log(bias[0]) - np.log(var[0]))
 
     return float(np.exp(optimize.brentq(gap, -30.0, 10.0)))
