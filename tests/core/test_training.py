@@ -5,7 +5,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metalab.core.training import EpochRecord, accuracy, evaluate_loss, train_supervised
+from metalab.core.errors import ConfigError
+from metalab.core.training import (
+    EpochRecord,
+    accuracy,
+    evaluate_loss,
+    random_shift,
+    train_supervised,
+)
 
 
 def _blobs(n=200, seed=0):
@@ -241,3 +248,60 @@ def test_evaluate_loss_is_the_dataset_mean_for_any_batch_size():
     assert mse == pytest.approx(
         F.mse_loss(model(inputs), F.one_hot(targets, 2).float()).item(), rel=1e-5
     )
+
+
+def _images(n=6, size=7, seed=0):
+    return torch.randn(n, 2, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_random_shift_translates_each_image_by_its_own_offset_within_the_bound():
+    images = _images()
+    shifted = random_shift(images, 2, torch.Generator().manual_seed(3))
+    assert shifted.shape == images.shape
+    padded = F.pad(images, (2, 2, 2, 2), mode="replicate")
+    offsets = set()
+    for i in range(len(images)):
+        # exactly one window of the edge-padded image (offset <= 2 each way) is the output
+        matches = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(shifted[i], padded[i, :, dy : dy + 7, dx : dx + 7])
+        ]
+        assert len(matches) == 1
+        offsets.add(matches[0])
+    assert len(offsets) > 1  # per image, not one offset for the whole batch
+
+
+def test_random_shift_is_reproducible_and_zero_is_the_identity():
+    images = _images()
+    first = random_shift(images, 1, torch.Generator().manual_seed(5))
+    again = random_shift(images, 1, torch.Generator().manual_seed(5))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, images)
+    assert random_shift(images, 0, torch.Generator()) is images
+
+
+@pytest.mark.parametrize(("pixels", "shape"), [(-1, (2, 1, 5, 5)), (5, (2, 1, 5, 5)), (1, (2, 25))])
+def test_random_shift_rejects_impossible_shifts(pixels, shape):
+    with pytest.raises(ConfigError, match="random_shift"):
+        random_shift(torch.zeros(shape), pixels, torch.Generator())
+
+
+def test_augment_sees_every_training_batch_and_never_the_evaluation():
+    data = _blobs(n=70)
+    seen = []
+
+    def augment(batch, generator):
+        seen.append(len(batch))
+        return batch + 0.01 * torch.randn(batch.shape, generator=generator)
+
+    history = _train(
+        _model(),
+        data,
+        epochs=2,
+        augment=augment,
+        evaluate=lambda m: {"acc": accuracy(m, *data)},
+    )
+    assert seen == [32, 32, 6, 32, 32, 6]
+    assert len(history) == 2

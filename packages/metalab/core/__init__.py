@@ -47,7 +47,13 @@ _EXPORTS = {
         "shard_range",
         "shutdown_distributed",
     ],
-    "training": ["EpochRecord", "accuracy", "evaluate_loss", "train_supervised"],
+    "training": [
+        "EpochRecord",
+        "accuracy",
+        "evaluate_loss",
+        "random_shift",
+        "train_supervised",
+    ],
     "config": ["build_config", "config_to_dict"],
     "specs": ["Check", "Spec", "discover_specs", "find_spec", "load_spec", "resolve_params"],
     "claims": ["CheckResult", "Outcome", "RunConfig", "evaluate_checks", "run_spec"],
@@ -100,6 +106,7 @@ __all__ = [
     "population_loss",
     "population_size",
     "progress_enabled",
+    "random_shift",
     "rank0_print",
     "resolve_device",
     "resolve_params",
@@ -159,4 +166,10 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
     from metalab.core.seeding import derive_seed, make_generator, seed_everything
     from metalab.core.specs import Check, Spec, discover_specs, find_spec, load_spec, resolve_params
     from metalab.core.stats import LogLogFit, fit_loglog
-    from metalab.core.training import EpochRecord, accuracy, evaluate_loss, train_supervised
+    from metalab.core.training import (
+        EpochRecord,
+        accuracy,
+        evaluate_loss,
+        random_shift,
+        train_supervised,
+    )

@@ -17,9 +17,10 @@ from torch import Tensor, nn
 
 from metalab.core.errors import ConfigError
 
-__all__ = ["EpochRecord", "accuracy", "evaluate_loss", "train_supervised"]
+__all__ = ["EpochRecord", "accuracy", "evaluate_loss", "random_shift", "train_supervised"]
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
+Augment = Callable[[Tensor, torch.Generator], Tensor]
 
 
 @dataclass
@@ -66,6 +67,34 @@ def evaluate_loss(
     return total / max(len(inputs), 1)
 
 
+def random_shift(images: Tensor, pixels: int, generator: torch.Generator) -> Tensor:
+    """Translate every image of ``[N, C, H, W]`` by its own random offset of up to ``pixels``.
+
+    Edges are replicated into the uncovered border (the background of digit images), so
+    the batch keeps its shape. Offsets are drawn from ``generator`` (the run's data stream),
+    on the generator's device, so a run stays reproducible.
+
+    Raises:
+        ConfigError: ``pixels`` negative or not smaller than the image, or not ``[N, C, H, W]``.
+    """
+    if images.dim() != 4 or not 0 <= pixels < min(images.shape[-2:]):
+        raise ConfigError(
+            f"random_shift needs [N, C, H, W] images and 0 <= pixels < their size, "
+            f"got shape {tuple(images.shape)} and pixels={pixels}"
+        )
+    if pixels == 0:
+        return images
+    n, _, height, width = images.shape
+    padded = F.pad(images, (pixels,) * 4, mode="replicate")
+    offsets = torch.randint(
+        0, 2 * pixels + 1, (2, n), generator=generator, device=generator.device
+    ).to(images.device)
+    rows = (offsets[0, :, None] + torch.arange(height, device=images.device))[:, :, None]
+    cols = (offsets[1, :, None] + torch.arange(width, device=images.device))[:, None, :]
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    return padded[batch, :, rows, cols].permute(0, 3, 1, 2)
+
+
 def train_supervised(
     model: nn.Module,
     train_data: tuple[Tensor, Tensor],
@@ -79,6 +108,7 @@ def train_supervised(
     evaluate_at_start: bool = False,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     start_epoch: int = 0,
+    augment: Augment | None = None,
 ) -> list[EpochRecord]:
     """Train ``model`` for ``epochs`` epochs of minibatch steps; return one record per epoch.
 
@@ -94,6 +124,8 @@ def train_supervised(
         evaluate_at_start: also record an epoch-0 entry before any training step.
         on_epoch: called with each record (log it, checkpoint, stop early by raising).
         start_epoch: number of epochs already done (when resuming from a checkpoint).
+        augment: ``augment(batch_inputs, generator)`` applied to every training batch (e.g.
+            :func:`random_shift`); evaluation always sees the unaltered data.
     """
     if epochs < 0 or batch_size < 1:
         raise ConfigError(f"need epochs >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
@@ -112,7 +144,8 @@ def train_supervised(
         total = torch.zeros((), device=inputs.device)
         for start in range(0, len(inputs), batch_size):
             index = order[start : start + batch_size]
-            loss = loss_fn(model(inputs[index]), targets[index])
+            batch = inputs[index] if augment is None else augment(inputs[index], generator)
+            loss = loss_fn(model(batch), targets[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

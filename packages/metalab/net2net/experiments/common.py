@@ -8,6 +8,7 @@ order (one ``data`` stream, re-created per method).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 
 from metalab.core.errors import ConfigError
 from metalab.core.seeding import derive_seed
-from metalab.core.training import EpochRecord, accuracy, train_supervised
+from metalab.core.training import Augment, EpochRecord, accuracy, random_shift, train_supervised
 from metalab.net2net.models import mlp, small_cnn
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "load_data",
     "plateau",
     "random_pad",
+    "shift_augment",
     "step_lr",
     "train_curve",
 ]
@@ -44,6 +46,9 @@ class TrainingProtocol:
 
     ``final_lr``/``final_epochs`` end the first model's training with a lower step; grown
     models continue at that last rate (:attr:`continuation_lr`), as in the paper.
+    ``shift`` > 0 translates every training image by up to that many pixels each time it is
+    seen (:func:`metalab.core.random_shift`), so a small network cannot memorize the
+    training set, as on ImageNet, where the paper's teachers still had room to improve.
     """
 
     dataset: str = "mnist"
@@ -58,6 +63,7 @@ class TrainingProtocol:
     final_lr: float = 0.0
     final_epochs: int = 0
     seeds: int = 1
+    shift: int = 0
 
     @property
     def continuation_lr(self) -> float:
@@ -180,11 +186,13 @@ def train_curve(
     optimizer: torch.optim.Optimizer | None = None,
     final_lr: float | None = None,
     final_epochs: int = 0,
+    shift: int = 0,
 ) -> dict[str, list[float]]:
     """Train with SGD (or ``optimizer``); return test and training accuracy per epoch.
 
     ``{"test": [...], "train": [...]}``; index 0 is before any step, then one per epoch.
-    With ``final_lr``, the last ``final_epochs`` epochs use it (:func:`step_lr`).
+    With ``final_lr``, the last ``final_epochs`` epochs use it (:func:`step_lr`); ``shift``
+    augments the training batches (:func:`shift_augment`), never the evaluation.
     """
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     on_epoch = step_lr(
@@ -204,8 +212,24 @@ def train_curve(
         evaluate=lambda m: {"test": accuracy(m, *data.test), "train": accuracy(m, *data.train)},
         evaluate_at_start=True,
         on_epoch=on_epoch,
+        augment=shift_augment(shift),
     )
     return {split: [record.metrics[split] for record in history] for split in ("test", "train")}
+
+
+def shift_augment(pixels: int) -> Augment | None:
+    """The training-batch augmentation of ``shift = pixels`` (``None`` when 0).
+
+    Raises:
+        ConfigError: a negative shift.
+    """
+    if pixels < 0:
+        raise ConfigError(f"shift must be >= 0 pixels, got {pixels}")
+    return None if pixels == 0 else functools.partial(_shift, pixels=pixels)
+
+
+def _shift(images: Tensor, generator: torch.Generator, *, pixels: int) -> Tensor:
+    return random_shift(images, pixels, generator)
 
 
 def plateau(curve: Sequence[float], window: int) -> float:

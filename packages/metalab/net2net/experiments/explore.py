@@ -33,6 +33,7 @@ from metalab.net2net.experiments.common import (
     init_seeded,
     load_data,
     plateau,
+    shift_augment,
     step_lr,
 )
 from metalab.net2net.experiments.runners import reinitialized
@@ -116,6 +117,7 @@ class _Path:
                 final_lr=self.p.continuation_lr,
                 final_epochs=self.p.final_epochs if schedule else 0,
             ),
+            augment=shift_augment(self.p.shift),
         )
         for record in history:
             for split in ("test", "train"):
@@ -137,10 +139,10 @@ def explore(config: RunConfig, run: Run) -> dict[str, Any]:
         parse_stage(stage)
     if p.optimizer_state not in ("carry", "reset"):
         raise ConfigError(f"optimizer_state must be 'carry' or 'reset', got {p.optimizer_state!r}")
-    if p.seeds < 1 or p.final_epochs < 0 or p.final_lr < 0:
+    if p.seeds < 1 or p.final_epochs < 0 or p.final_lr < 0 or p.shift < 0:
         raise ConfigError(
-            f"need seeds >= 1, final_epochs >= 0, final_lr >= 0; "
-            f"got {p.seeds}, {p.final_epochs}, {p.final_lr}"
+            f"need seeds >= 1, final_epochs >= 0, final_lr >= 0, shift >= 0; "
+            f"got {p.seeds}, {p.final_epochs}, {p.final_lr}, {p.shift}"
         )
     data = load_data(
         p.dataset, seed=config.seed, device=config.torch_device, train_examples=p.train_examples
@@ -215,6 +217,7 @@ def _scratch_curve(
         generator=config.generator("scratch-data"),
         final_lr=p.continuation_lr,
         final_epochs=p.final_epochs,
+        shift=p.shift,
     )
 
 

@@ -129,6 +129,7 @@ def _train(
         generator=config.generator(stream),
         final_lr=p.continuation_lr,
         final_epochs=p.final_epochs if schedule else 0,
+        shift=p.shift,
     )
 
 
@@ -267,10 +268,10 @@ def _split_metrics(
 def _check_common(p: _Common) -> None:
     if p.student_epochs < p.window or p.window < 1:
         raise ConfigError(f"need student_epochs >= window >= 1, got {p.student_epochs}, {p.window}")
-    if p.seeds < 1 or p.final_epochs < 0 or p.final_lr < 0:
+    if p.seeds < 1 or p.final_epochs < 0 or p.final_lr < 0 or p.shift < 0:
         raise ConfigError(
-            f"need seeds >= 1, final_epochs >= 0, final_lr >= 0; got {p.seeds}, "
-            f"{p.final_epochs}, {p.final_lr}"
+            f"need seeds >= 1, final_epochs >= 0, final_lr >= 0, shift >= 0; got {p.seeds}, "
+            f"{p.final_epochs}, {p.final_lr}, {p.shift}"
         )
 
 
