@@ -119,3 +119,11 @@ def test_figures_need_no_display_and_no_pyplot(tmp_path):
     assert result.returncode == 0, result.stderr
     for name in ("c.png", "f.png", "h.png"):
         _assert_png(tmp_path / name)
+
+
+def test_line_styles_stay_distinct_past_the_ten_colour_cycle():
+    from metalab.core.figures import line_style
+
+    assert len({line_style(i) for i in range(40)}) == 40
+    assert line_style(0)[0] == line_style(10)[0]
+    assert line_style(0)[1] != line_style(10)[1]
