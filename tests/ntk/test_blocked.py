@@ -122,6 +122,10 @@ def test_rate_study_runs_kernels_further_and_widths_per_setting(tmp_path: Path) 
     assert np.isfinite(metrics["c2.network.slope"])
     stages = sorted(p.name for p in tmp_path.rglob("stages/*.json"))
     assert stages == ["d2-kernel.json", "d2-paired-m16.json", "d2-paired.json"]
+    figures = sorted(p.name for p in tmp_path.rglob("figures/rate-*.png"))
+    assert figures == [
+        f"rate-{s}-{lane}.png" for s in ("c1", "c2") for lane in ("kernel", "network")
+    ]
     bad = run_spec(
         spec,
         smoke=True,

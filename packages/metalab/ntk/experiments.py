@@ -147,22 +147,35 @@ def _groups(p: RateParams) -> list[tuple[str, list[Setting], int]]:
     return groups
 
 
-def _report(run: Run, name: str, entry: dict, learner: str, fit_decades: float) -> dict[str, float]:
-    problem: Problem = entry["problem"]
-    horizons = entry[f"{learner}.horizons"]
-    risks = entry[f"{learner}.averaged"]
-    fit = fit_rate(horizons, risks, fit_decades=fit_decades)
-    proxy = problem.proxy(horizons)
+def _plot_rate(
+    run: Run,
+    name: str,
+    learner: str,
+    horizons: np.ndarray,
+    risks: np.ndarray,
+    problem: Problem,
+    fit_decades: float,
+) -> None:
+    """``rate-NAME-LEARNER.png``: every seed's risk vs T, the fitted line, the theorem's slope."""
     plot_loglog_fit(
         run.figure_path(f"rate-{name}-{learner}.png"),
         np.broadcast_to(horizons, risks.shape).ravel(),
         risks.ravel(),
         xlabel="horizon T",
         ylabel="excess risk",
-        fit=fit,
+        fit=fit_rate(horizons, risks, fit_decades=fit_decades),
         reference_slope=-problem.predicted,
         title=f"{name} ({learner}), fit on the last {fit_decades:g} decades",
     )
+
+
+def _report(run: Run, name: str, entry: dict, learner: str, fit_decades: float) -> dict[str, float]:
+    problem: Problem = entry["problem"]
+    horizons = entry[f"{learner}.horizons"]
+    risks = entry[f"{learner}.averaged"]
+    fit = fit_rate(horizons, risks, fit_decades=fit_decades)
+    proxy = problem.proxy(horizons)
+    _plot_rate(run, name, learner, horizons, risks, problem, fit_decades)
     prefix = f"{name}.{learner}"
     run.log(
         None,
@@ -246,6 +259,16 @@ def asgd_rate(config: RunConfig, run: Run) -> dict[str, float]:
         curves[f"{setting.name} proxy"] = (kernel_h, problem.proxy(kernel_h))
         if setting.network:
             metrics.update(_network_metrics(setting.name, entry, p.fit_decades))
+            # the raw network risks (the checked slope also divides by the paired kernel)
+            _plot_rate(
+                run,
+                setting.name,
+                "network",
+                entry["network.horizons"],
+                entry["network.averaged"],
+                problem,
+                p.fit_decades,
+            )
             curves[f"{setting.name} network"] = (
                 entry["network.horizons"],
                 entry["network.averaged"].mean(0),
