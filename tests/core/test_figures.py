@@ -121,9 +121,14 @@ def test_figures_need_no_display_and_no_pyplot(tmp_path):
         _assert_png(tmp_path / name)
 
 
-def test_line_styles_stay_distinct_past_the_ten_colour_cycle():
-    from metalab.core.figures import line_style
+def test_curves_stay_distinct_past_the_colour_cycle_and_never_grey(tmp_path, monkeypatch):
+    import metalab.core.figures as figures
 
-    assert len({line_style(i) for i in range(40)}) == 40
-    assert line_style(0)[0] == line_style(10)[0]
-    assert line_style(0)[1] != line_style(10)[1]
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or path)
+    curves = {f"c{i}": ([0, 1], [i, i + 1]) for i in range(36)}
+    figures.plot_curves(tmp_path / "many.png", curves, xlabel="x", ylabel="y", hlines={"ref": 1})
+    lines = drawn[0].axes[0].get_lines()[:36]
+    styles = {(line.get_color(), line.get_linestyle()) for line in lines}
+    assert len(styles) == 36
+    assert "C7" not in {line.get_color() for line in lines}

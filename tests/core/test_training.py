@@ -255,11 +255,11 @@ def _images(n=6, size=7, seed=0):
 
 
 def test_random_shift_translates_each_image_by_its_own_offset_within_the_bound():
-    images = _images()
+    images = _images(n=400)
     shifted = random_shift(images, 2, torch.Generator().manual_seed(3))
     assert shifted.shape == images.shape
     padded = F.pad(images, (2, 2, 2, 2), mode="replicate")
-    offsets = set()
+    offsets = []
     for i in range(len(images)):
         # exactly one window of the edge-padded image (offset <= 2 each way) is the output
         matches = [
@@ -269,8 +269,9 @@ def test_random_shift_translates_each_image_by_its_own_offset_within_the_bound()
             if torch.equal(shifted[i], padded[i, :, dy : dy + 7, dx : dx + 7])
         ]
         assert len(matches) == 1
-        offsets.add(matches[0])
-    assert len(offsets) > 1  # per image, not one offset for the whole batch
+        offsets.append(matches[0])
+    # every offset in [-2, 2]^2 occurs, each image drawing its own
+    assert set(offsets) == {(dy, dx) for dy in range(5) for dx in range(5)}
 
 
 def test_random_shift_is_reproducible_and_zero_is_the_identity():
@@ -290,14 +291,19 @@ def test_random_shift_rejects_impossible_shifts(pixels, shape):
 
 def test_augment_sees_every_training_batch_and_never_the_evaluation():
     data = _blobs(n=70)
-    seen = []
+    model = _model()
+    seen, trained_on, evaluated_on = [], [], []
 
     def augment(batch, generator):
         seen.append(len(batch))
-        return batch + 0.01 * torch.randn(batch.shape, generator=generator)
+        return torch.zeros_like(batch)
 
+    def record(module, args):
+        (trained_on if module.training else evaluated_on).append(args[0].clone())
+
+    model.register_forward_pre_hook(record)
     history = _train(
-        _model(),
+        model,
         data,
         epochs=2,
         augment=augment,
@@ -305,3 +311,5 @@ def test_augment_sees_every_training_batch_and_never_the_evaluation():
     )
     assert seen == [32, 32, 6, 32, 32, 6]
     assert len(history) == 2
+    assert len(trained_on) == 6 and all(not x.any() for x in trained_on)  # the augmented batch
+    assert evaluated_on and all(torch.equal(x, data[0]) for x in evaluated_on)  # the clean data

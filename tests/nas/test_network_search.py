@@ -198,3 +198,19 @@ def test_darts_topology_selection_keeps_two_inputs(tiny_data):
     make_space("darts").validate(result.cell)
     removed = [d for d in result.decisions if "removed_edge" in d]
     assert len(removed) == 14 - 8
+
+
+@pytest.mark.parametrize("pt_epochs", [[2], [1, 3], [0, 2]])
+def test_skip_domination_needs_two_pt_checkpoints_inside_the_search(pt_epochs, tmp_path):
+    from metalab.core.claims import run_spec
+    from metalab.core.specs import find_spec
+
+    outcome = run_spec(
+        find_spec("darts-skip-domination"),
+        smoke=True,
+        device="cpu",
+        out=tmp_path,
+        overrides={"pt_epochs": pt_epochs},
+    )
+    assert outcome.error_is_input
+    assert "pt_epochs must list at least two epochs in 1..2" in outcome.error

@@ -129,13 +129,50 @@ def test_quick_reproduction(name, tmp_path):
     assert not failed, failed
 
 
-@pytest.mark.parametrize("name", ["net2net-deeper", "net2net-explore"])
-def test_negative_shift_is_refused_before_any_training(name, tmp_path):
+@pytest.mark.parametrize("name", ["net2net-wider", "net2net-deeper", "net2net-explore"])
+@pytest.mark.parametrize("shift", [-1, 8])
+def test_impossible_shift_is_refused_before_any_training(name, shift, tmp_path):
     outcome = run_spec(
         discover_specs("experiments")[name],
         smoke=True,
         device="cpu",
         out=tmp_path,
-        overrides={"shift": -1},
+        overrides={"shift": shift},
     )
-    assert outcome.error_is_input and "shift >= 0" in str(outcome.error)
+    assert outcome.error_is_input
+    assert f"shift must be >= 0 and < the image size 8 of 'digits', got {shift}" in outcome.error
+    assert not list(tmp_path.rglob("stages/*.json"))  # nothing was trained
+
+
+@pytest.mark.parametrize("name", ["net2net-wider", "net2net-deeper", "net2net-explore"])
+def test_shift_reaches_every_training_run(name, tmp_path, monkeypatch):
+    import metalab.net2net.experiments.common as common
+
+    calls = []
+    real = common.random_shift
+
+    def counting(images, pixels, generator):
+        calls.append(pixels)
+        return real(images, pixels, generator)
+
+    monkeypatch.setattr(common, "random_shift", counting)
+    trained = []
+    real_train = common.train_supervised
+
+    def recording(*args, **kwargs):
+        trained.append(kwargs.get("augment") is not None)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(common, "train_supervised", recording)
+    monkeypatch.setattr("metalab.core.training.train_supervised", recording)
+    outcome = run_spec(
+        discover_specs("experiments")[name],
+        smoke=True,
+        device="cpu",
+        out=tmp_path,
+        overrides={"shift": 2},
+    )
+    assert outcome.error is None, outcome.error
+    # teacher + 3 students, or start model + grown stages + scratch: all augmented
+    assert len(trained) >= 3 and all(trained)
+    assert calls and set(calls) == {2}

@@ -12,19 +12,21 @@ from numpy.typing import ArrayLike
 
 from metalab.core.stats import LogLogFit, fit_loglog
 
-__all__ = ["line_style", "plot_curves", "plot_heatmap", "plot_loglog_fit"]
+__all__ = ["plot_curves", "plot_heatmap", "plot_loglog_fit"]
 
 Curve = tuple[ArrayLike, ArrayLike]
+_COLOURS = tuple(f"C{i}" for i in range(10) if i != 7)  # C7 is the grey of the hlines
 _LINESTYLES = ("-", "--", ":", "-.")
 
 
-def line_style(index: int) -> tuple[str, str]:
-    """``(colour, dash)`` of the ``index``-th curve: distinct for up to 40 curves.
+def _line_style(index: int) -> tuple[str, str]:
+    """``(colour, dash)`` of the ``index``-th curve: distinct for up to 36 curves.
 
     matplotlib's default cycle repeats after 10 colours, which made curve 11 look like
     curve 1; the dash changes with every pass through the colours instead.
     """
-    return f"C{index % 10}", _LINESTYLES[(index // 10) % len(_LINESTYLES)]
+    passes, colour = divmod(index, len(_COLOURS))
+    return _COLOURS[colour], _LINESTYLES[passes % len(_LINESTYLES)]
 
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
@@ -50,7 +52,7 @@ def plot_curves(
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
     for index, (label, (xs, ys)) in enumerate(curves.items()):
-        color, dash = line_style(index)
+        color, dash = _line_style(index)
         ax.plot(np.asarray(xs), np.asarray(ys), label=label, color=color, linestyle=dash)
     for label, level in (hlines or {}).items():
         ax.axhline(level, linestyle="--", color="gray", linewidth=1)

@@ -173,6 +173,12 @@ def _skip_domination(
     if not 1 <= p.early_epoch <= p.search.epochs:
         raise ConfigError(f"early_epoch must be in 1..{p.search.epochs}, got {p.early_epoch}")
     pt_epochs = p.pt_epochs or [p.search.epochs]
+    outside = [e for e in pt_epochs if not 1 <= e <= p.search.epochs]
+    if outside or len(set(pt_epochs)) < 2:
+        raise ConfigError(
+            f"pt_epochs must list at least two epochs in 1..{p.search.epochs} (DARTS-PT is "
+            f"compared early vs late), got {pt_epochs}"
+        )
     trajs = _trajectories(config, run, p, table, tag="darts", pt_epochs=pt_epochs)
     skip = table.space.ops.index("skip_connect")
     share = np.mean([np.asarray(t.alphas)[:, :, skip].mean(axis=1) for t in trajs], axis=0)

@@ -26,6 +26,7 @@ __all__ = [
     "Data",
     "TrainingProtocol",
     "build",
+    "check_shift",
     "epochs_to",
     "forward_macs",
     "init_seeded",
@@ -215,6 +216,19 @@ def train_curve(
         augment=shift_augment(shift),
     )
     return {split: [record.metrics[split] for record in history] for split in ("test", "train")}
+
+
+def check_shift(pixels: int, data: Data, dataset: str) -> None:
+    """Refuse a ``shift`` that is negative or not smaller than the images, before training.
+
+    Raises:
+        ConfigError: naming the parameter and the image size.
+    """
+    size = min(data.input_shape[-2:])
+    if not 0 <= pixels < size:
+        raise ConfigError(
+            f"shift must be >= 0 and < the image size {size} of {dataset!r}, got {pixels}"
+        )
 
 
 def shift_augment(pixels: int) -> Augment | None:

@@ -28,6 +28,7 @@ from metalab.net2net.experiments.common import (
     Data,
     TrainingProtocol,
     build,
+    check_shift,
     epochs_to,
     forward_macs,
     init_seeded,
@@ -139,14 +140,15 @@ def explore(config: RunConfig, run: Run) -> dict[str, Any]:
         parse_stage(stage)
     if p.optimizer_state not in ("carry", "reset"):
         raise ConfigError(f"optimizer_state must be 'carry' or 'reset', got {p.optimizer_state!r}")
-    if p.seeds < 1 or p.final_epochs < 0 or p.final_lr < 0 or p.shift < 0:
+    if p.seeds < 1 or p.final_epochs < 0 or p.final_lr < 0:
         raise ConfigError(
-            f"need seeds >= 1, final_epochs >= 0, final_lr >= 0, shift >= 0; "
-            f"got {p.seeds}, {p.final_epochs}, {p.final_lr}, {p.shift}"
+            f"need seeds >= 1, final_epochs >= 0, final_lr >= 0; "
+            f"got {p.seeds}, {p.final_epochs}, {p.final_lr}"
         )
     data = load_data(
         p.dataset, seed=config.seed, device=config.torch_device, train_examples=p.train_examples
     )
+    check_shift(p.shift, data, p.dataset)
     paths, scratch_curves, errors, exact_errors = [], [], [], []
     for k in range(p.seeds):
         cfg = config if k == 0 else dataclasses.replace(config, seed=config.seed + k)

@@ -33,6 +33,7 @@ from metalab.net2net.experiments.common import (
     Data,
     TrainingProtocol,
     build,
+    check_shift,
     epochs_to,
     init_seeded,
     load_data,
@@ -268,10 +269,10 @@ def _split_metrics(
 def _check_common(p: _Common) -> None:
     if p.student_epochs < p.window or p.window < 1:
         raise ConfigError(f"need student_epochs >= window >= 1, got {p.student_epochs}, {p.window}")
-    if p.seeds < 1 or p.final_epochs < 0 or p.final_lr < 0 or p.shift < 0:
+    if p.seeds < 1 or p.final_epochs < 0 or p.final_lr < 0:
         raise ConfigError(
-            f"need seeds >= 1, final_epochs >= 0, final_lr >= 0, shift >= 0; got {p.seeds}, "
-            f"{p.final_epochs}, {p.final_lr}, {p.shift}"
+            f"need seeds >= 1, final_epochs >= 0, final_lr >= 0; got {p.seeds}, "
+            f"{p.final_epochs}, {p.final_lr}"
         )
 
 
@@ -289,6 +290,7 @@ def wider(config: RunConfig, run: Run) -> dict[str, Any]:
     data = load_data(
         p.dataset, seed=config.seed, device=config.torch_device, train_examples=p.train_examples
     )
+    check_shift(p.shift, data, p.dataset)
     layers = layer_names(p.model, len(p.teacher_widths))
     blocks = {} if p.model == "mlp" else {"out": (data.input_shape[-1] // 2 ** len(layers)) ** 2}
 
@@ -332,6 +334,7 @@ def deeper(config: RunConfig, run: Run) -> dict[str, Any]:
     data = load_data(
         p.dataset, seed=config.seed, device=config.torch_device, train_examples=p.train_examples
     )
+    check_shift(p.shift, data, p.dataset)
     stats = data.train[0][:512]
 
     def students(
