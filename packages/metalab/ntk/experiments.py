@@ -17,6 +17,7 @@ from metalab.core.claims import RunConfig
 from metalab.core.errors import ConfigError
 from metalab.core.figures import plot_curves, plot_loglog_fit
 from metalab.core.runs import Run
+from metalab.core.stats import LogLogFit
 from metalab.ntk.study import (
     ModelConfig,
     Problem,
@@ -155,6 +156,7 @@ def _plot_rate(
     risks: np.ndarray,
     problem: Problem,
     fit_decades: float,
+    fit: LogLogFit | None = None,
 ) -> None:
     """``rate-NAME-LEARNER.png``: every seed's risk vs T, the fitted line, the theorem's slope."""
     plot_loglog_fit(
@@ -163,7 +165,7 @@ def _plot_rate(
         risks.ravel(),
         xlabel="horizon T",
         ylabel="excess risk",
-        fit=fit_rate(horizons, risks, fit_decades=fit_decades),
+        fit=fit or fit_rate(horizons, risks, fit_decades=fit_decades),
         reference_slope=-problem.predicted,
         title=f"{name} ({learner}), fit on the last {fit_decades:g} decades",
     )
@@ -175,7 +177,7 @@ def _report(run: Run, name: str, entry: dict, learner: str, fit_decades: float) 
     risks = entry[f"{learner}.averaged"]
     fit = fit_rate(horizons, risks, fit_decades=fit_decades)
     proxy = problem.proxy(horizons)
-    _plot_rate(run, name, learner, horizons, risks, problem, fit_decades)
+    _plot_rate(run, name, learner, horizons, risks, problem, fit_decades, fit)
     prefix = f"{name}.{learner}"
     run.log(
         None,
