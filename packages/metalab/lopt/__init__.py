@@ -56,6 +56,7 @@ _EXPORTS = {
         "meta_train",
     ],
     "arch_mlp": ["MLPArch"],
+    "arch_adam_mlp": ["AdamMLPArch"],
     "interfaces": ["LossFeatures", "OptimizerArch", "Task", "TaskFamily"],
     "arch_hierarchical": ["HierarchicalArch", "HierarchicalShapes"],
     "arch_registry": ["arch_class", "arch_names", "arch_resolver", "make_arch", "register_arch"],
@@ -133,6 +134,7 @@ __all__ = [
     "PES",
     "TBPTT",
     "AdamArch",
+    "AdamMLPArch",
     "BaselineResult",
     "ConvDigitsFamily",
     "ConvTask",
@@ -243,6 +245,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
+    from metalab.lopt.arch_adam_mlp import AdamMLPArch
     from metalab.lopt.arch_hierarchical import HierarchicalArch, HierarchicalShapes
     from metalab.lopt.arch_init import make_init_theta, mlp_theta_like_momentum
     from metalab.lopt.arch_mlp import MLPArch

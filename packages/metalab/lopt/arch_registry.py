@@ -17,6 +17,7 @@ from typing import Any
 from class_resolver import ClassResolver
 
 from metalab.core.errors import ConfigError, UnknownNameError
+from metalab.lopt.arch_adam_mlp import AdamMLPArch
 from metalab.lopt.arch_hierarchical import HierarchicalArch
 from metalab.lopt.arch_mlp import MLPArch
 from metalab.lopt.interfaces import OptimizerArch
@@ -50,6 +51,7 @@ def register_arch(cls: type[OptimizerArch]) -> type[OptimizerArch]:
 
 register_arch(MLPArch)
 register_arch(HierarchicalArch)
+register_arch(AdamMLPArch)
 
 
 def _load_plugins() -> None:

@@ -38,7 +38,9 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 @click.command(name="meta-train")
-@click.option("--arch", default=None, help="Optimizer architecture: mlp | hierarchical.  [mlp]")
+@click.option(
+    "--arch", default=None, help="Optimizer architecture: mlp | hierarchical | adam-mlp.  [mlp]"
+)
 @click.option("--arch-option", "arch_option", multiple=True, help="Arch option KEY=VALUE.")
 @click.option("--tasks", default=None, help="Task family (mlp-digits, mixed, ...).  [mlp-digits]")
 @click.option("--estimator", default=None, help="pes | tes (truncated ES).  [pes]")

@@ -5,7 +5,8 @@ r"""Meta-validation score of learned-optimizer weights (the model selection of `
 each trained for 200 steps with 2 init/minibatch seeds. Per run: ``log(max(L, 1e-3) /
 max(L_Adam, 1e-3))`` with ``L`` the final test loss and ``L_Adam`` that of Adam tuned per task
 (best of lr ∈ {1e-3, 3e-3, 1e-2, 3e-2, 1e-1}); printed: mean, median and the fraction of runs
-with ``L ≤ L_Adam``. Arguments are weights files or ``momentum:LR[:CLIP]`` hand rules::
+with ``L ≤ L_Adam``. Arguments are weights files (any architecture) or ``momentum:LR[:CLIP]``
+hand rules (MLP architecture)::
 
     OMP_NUM_THREADS=1 python packages/metalab/lopt/pretrained/meta_validate.py \
         packages/metalab/lopt/pretrained/default.pt momentum:0.01:0.3
@@ -22,7 +23,7 @@ from metalab.lopt.arch_init import make_init_theta
 from metalab.lopt.arch_mlp import MLPArch
 from metalab.lopt.baselines import make_baseline
 from metalab.lopt.evaluation import tune_baseline
-from metalab.lopt.interfaces import Task
+from metalab.lopt.interfaces import OptimizerArch, Task
 from metalab.lopt.meta_system import evaluate_thetas
 from metalab.lopt.task_families import make_family
 from metalab.lopt.weights import load_weights
@@ -40,21 +41,19 @@ def validation_tasks() -> list[Task]:
     ]
 
 
-def _theta(spec: str) -> torch.Tensor:
+def _optimizer(spec: str) -> tuple[OptimizerArch, torch.Tensor]:
     if spec.startswith("momentum"):
         theta = make_init_theta(spec, generator=torch.Generator().manual_seed(0))
         assert theta is not None
-        return theta
+        return MLPArch(), theta
     weights = load_weights(spec)
-    if weights.arch != "mlp":
-        raise SystemExit(f"{spec}: only arch 'mlp' weights are scored here")
-    return weights.theta
+    return weights.build_arch(), weights.theta
 
 
 def main(specs: list[str]) -> None:
     """Print the meta-validation scores of every weights file / hand rule in ``specs``."""
     torch.set_num_threads(1)
-    thetas = torch.stack([_theta(s) for s in specs])
+    optimizers = [_optimizer(s) for s in specs]
     scores: list[list[float]] = [[] for _ in specs]
     wins = [0] * len(specs)
     adam = make_baseline("adam")
@@ -64,10 +63,12 @@ def main(specs: list[str]) -> None:
                 task, adam, ADAM_GRID, STEPS, generator=torch.Generator().manual_seed(seed)
             )
             ref = float(tuned.grid_losses.min())
-            losses = evaluate_thetas(
-                MLPArch(), thetas, task, steps=STEPS, generator=torch.Generator().manual_seed(seed)
-            )
-            for i, loss in enumerate(losses.tolist()):
+            losses = [
+                float(evaluate_thetas(arch, theta.unsqueeze(0), task, steps=STEPS, generator=g)[0])
+                for arch, theta in optimizers
+                for g in [torch.Generator().manual_seed(seed)]
+            ]
+            for i, loss in enumerate(losses):
                 loss = loss if math.isfinite(loss) else 1e3
                 scores[i].append(math.log(max(loss, FLOOR) / max(ref, FLOOR)))
                 wins[i] += loss <= ref

@@ -1,0 +1,133 @@
+"""The Adam-backbone learned optimizer: exactly Adam at init, a real schedule, a real MLP part."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_breast_cancer
+from torch import nn
+
+from metalab.core.errors import ConfigError
+from metalab.lopt.arch_adam_mlp import SCHEDULE_DIM, AdamMLPArch
+from metalab.lopt.arch_registry import make_arch
+from metalab.lopt.mlp_lopt import TIMESCALES, Segments, time_features
+from metalab.lopt.optimizer import LearnedOptimizer
+from metalab.lopt.weights import load_weights, save_weights
+
+
+def _problem():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(5, 7, generator=gen, dtype=torch.float64)
+    target = torch.randn(5, generator=gen, dtype=torch.float64)
+    x0 = torch.randn(7, generator=gen, dtype=torch.float64)
+
+    def loss(x):
+        return (torch.tanh(x) @ a.T - target).pow(2).sum(-1)
+
+    return loss, x0
+
+
+def _run(arch, theta_rows, steps):
+    loss, x0 = _problem()
+    params = x0.repeat(theta_rows.shape[0], 1)
+    segments = Segments.from_shapes([(3,), (4,)], torch.device("cpu"))
+    state = arch.init_state(params, segments)
+    history = []
+    for t in range(steps):
+        p = params.clone().requires_grad_(True)
+        (grads,) = torch.autograd.grad(loss(p).sum(), p)
+        t_rows = torch.full((len(params),), t)
+        params, state = arch.step(theta_rows, params, grads, state, t_rows, segments)
+        history.append(params)
+    return torch.stack(history, 1)
+
+
+def _torch_adam(lr, steps):
+    loss, x0 = _problem()
+    x = x0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    history = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss(x).backward()
+        opt.step()
+        history.append(x.detach().clone())
+    return torch.stack(history)
+
+
+@pytest.mark.parametrize("lr", [1e-3, 0.05])
+def test_zero_mlp_output_is_exactly_torch_adam(lr):
+    arch = AdamMLPArch(lr=lr, init_scale=0.0)
+    theta = arch.init_theta(generator=torch.Generator().manual_seed(1)).double()
+    ours = _run(arch, theta.unsqueeze(0), 30)[0]
+    stored_lr = math.exp(float(theta[0]))  # float32 log lr: 1e-8 relative off ``lr``
+    torch.testing.assert_close(ours, _torch_adam(stored_lr, 30), rtol=1e-9, atol=1e-11)
+
+
+def test_schedule_weight_scales_the_step_by_its_time_feature():
+    arch = AdamMLPArch(lr=0.01, init_scale=0.0)
+    flat = arch.init_theta(generator=torch.Generator().manual_seed(0)).double()
+    scheduled = flat.clone()
+    feature = TIMESCALES.index(10.0)
+    scheduled[1 + feature] = -2.0  # log lr falls by 2·tanh(t/10 − 1)
+    paths = _run(arch, torch.stack([flat, scheduled]), 2)
+    start = _problem()[1]
+    first_flat, first_sched = paths[0, 0] - start, paths[1, 0] - start
+    factor = math.exp(-2.0 * float(time_features(torch.tensor([0]))[0, feature]))
+    torch.testing.assert_close(first_sched, factor * first_flat, rtol=1e-12, atol=0.0)
+
+
+def test_mlp_part_changes_the_update_and_particles_are_independent():
+    arch = AdamMLPArch(lr=0.01, init_scale=1.0)
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.stack([arch.init_theta(generator=gen) for _ in range(3)]).double()
+    together = _run(arch, rows, 5)
+    alone = torch.cat([_run(arch, rows[i : i + 1], 5) for i in range(3)])
+    torch.testing.assert_close(together, alone, rtol=1e-12, atol=1e-14)
+    adam = _torch_adam(0.01, 5)
+    assert float((together[0] - adam).abs().max()) > 1e-6  # the random MLP adds its own step
+
+
+def test_registry_options_and_errors():
+    arch = make_arch("adam-mlp", hidden=8, lr=0.003)
+    assert isinstance(arch, AdamMLPArch)
+    assert arch.theta_dim == SCHEDULE_DIM + arch.shapes.size
+    theta = arch.init_theta(generator=torch.Generator().manual_seed(0))
+    assert theta[0] == pytest.approx(math.log(0.003))
+    for bad in ({"lr": 0.0}, {"lr": float("nan")}, {"init_scale": -1.0}, {"hidden": 0}):
+        with pytest.raises(ConfigError):
+            make_arch("adam-mlp", **bad)
+
+
+def test_trains_an_unseen_model_from_a_weights_file_and_round_trips(tmp_path):
+    x, y = load_breast_cancer(return_X_y=True)
+    x = torch.tensor((x - x.mean(0)) / x.std(0), dtype=torch.float32)
+    y = torch.tensor(y)
+    arch = AdamMLPArch(lr=0.01)
+    theta = arch.init_theta(generator=torch.Generator().manual_seed(0))
+    path = save_weights(tmp_path / "w.pt", theta, arch="adam-mlp", options={"lr": 0.01})
+    assert load_weights(path).arch == "adam-mlp"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(30, 16), nn.Tanh(), nn.Linear(16, 2))
+    opt = LearnedOptimizer(model.parameters(), weights=path)
+    losses = []
+    for _ in range(40):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.3 * losses[0]
+    twin = nn.Sequential(nn.Linear(30, 16), nn.Tanh(), nn.Linear(16, 2))
+    twin.load_state_dict(model.state_dict())
+    resumed = LearnedOptimizer(twin.parameters(), weights=path)
+    resumed.load_state_dict(opt.state_dict())
+    for o, m in ((opt, model), (resumed, twin)):
+        o.zero_grad()
+        F.cross_entropy(m(x), y).backward()
+        o.step()
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(a, b)
