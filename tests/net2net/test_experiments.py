@@ -176,3 +176,37 @@ def test_shift_reaches_every_training_run(name, tmp_path, monkeypatch):
     # teacher + 3 students, or start model + grown stages + scratch: all augmented
     assert len(trained) >= 3 and all(trained)
     assert calls and set(calls) == {2}
+
+
+@pytest.mark.parametrize("name", ["net2net-wider", "net2net-explore"])
+def test_unknown_noise_kind_is_refused_before_any_training(name, tmp_path):
+    spec = discover_specs("experiments")[name]
+    overrides = {"noise_kind": "uniform"}
+    outcome = run_spec(spec, smoke=True, device="cpu", out=tmp_path, overrides=overrides)
+    assert outcome.error_is_input
+    assert "noise_kind must be 'gaussian' or 'zero_sum', got 'uniform'" in outcome.error
+    assert not list(tmp_path.rglob("stages/*.json"))
+
+
+@pytest.mark.parametrize(
+    ("name", "metric", "extra"),
+    [
+        ("net2net-wider", "preservation_error_noisy", {}),
+        ("net2net-explore", "max_stage_preservation_error_noisy", {"stages": ["widen fc1=20"]}),
+    ],
+)
+def test_zero_sum_widening_noise_keeps_the_function_where_gaussian_does_not(
+    name, metric, extra, tmp_path
+):
+    errors = {}
+    for kind in ("gaussian", "zero_sum"):
+        outcome = run_spec(
+            discover_specs("experiments")[name],
+            smoke=True,
+            device="cpu",
+            out=tmp_path / kind,
+            overrides={"noise": 1.0, "noise_kind": kind, **extra},
+        )
+        assert outcome.error is None, outcome.error
+        errors[kind] = outcome.metrics[metric]
+    assert errors["zero_sum"] < 1e-4 < 0.1 < errors["gaussian"]

@@ -12,6 +12,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast, get_args
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from metalab.core.errors import ConfigError
 from metalab.core.seeding import derive_seed
 from metalab.core.training import Augment, EpochRecord, accuracy, random_shift, train_supervised
 from metalab.net2net.models import mlp, small_cnn
+from metalab.net2net.ops import NoiseKind
 
 __all__ = [
     "Data",
@@ -50,6 +52,9 @@ class TrainingProtocol:
     ``shift`` > 0 translates every training image by up to that many pixels each time it is
     seen (:func:`metalab.core.random_shift`), so a small network cannot memorize the
     training set, as on ImageNet, where the paper's teachers still had room to improve.
+    ``noise_kind`` is the widening noise (:func:`metalab.net2net.widen`): ``"gaussian"``
+    (the paper's) or ``"zero_sum"`` (centred within each replica group: the function is
+    preserved exactly at any ``noise``, so the replicas can be pushed apart further).
     """
 
     dataset: str = "mnist"
@@ -59,6 +64,7 @@ class TrainingProtocol:
     momentum: float = 0.9
     batch_size: int = 64
     noise: float = 0.01
+    noise_kind: str = "gaussian"
     window: int = 3
     train_examples: int = 0
     final_lr: float = 0.0
@@ -70,6 +76,13 @@ class TrainingProtocol:
     def continuation_lr(self) -> float:
         """The first model's last learning rate, at which grown models continue."""
         return self.final_lr if self.final_lr > 0 and self.final_epochs > 0 else self.lr
+
+    def widening_noise_kind(self) -> NoiseKind:
+        """:attr:`noise_kind` checked (a one-line :class:`ConfigError` for anything else)."""
+        if self.noise_kind not in get_args(NoiseKind):
+            kinds = " or ".join(repr(k) for k in get_args(NoiseKind))
+            raise ConfigError(f"noise_kind must be {kinds}, got {self.noise_kind!r}")
+        return cast(NoiseKind, self.noise_kind)
 
 
 @dataclass

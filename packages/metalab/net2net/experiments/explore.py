@@ -38,6 +38,7 @@ from metalab.net2net.experiments.common import (
     step_lr,
 )
 from metalab.net2net.experiments.runners import reinitialized
+from metalab.net2net.ops import NoiseKind
 from metalab.net2net.optim import OptimizerState, transfer_optimizer
 from metalab.net2net.report import preservation_error
 from metalab.net2net.transforms import deepen, widen
@@ -126,10 +127,17 @@ class _Path:
             self.compute.append(self.compute[-1] + per_epoch)
 
 
-def _grow(model: nn.Module, stage: str, noise: float, data: Data, gen: torch.Generator) -> Any:
+def _grow(
+    model: nn.Module,
+    stage: str,
+    noise: float,
+    data: Data,
+    gen: torch.Generator,
+    noise_kind: NoiseKind = "gaussian",
+) -> Any:
     kind, layer, width = parse_stage(stage)
     if kind == "widen":
-        return widen(model, layer, width, noise=noise, generator=gen)
+        return widen(model, layer, width, noise=noise, noise_kind=noise_kind, generator=gen)
     return deepen(model, layer, data=data.train[0][:512], noise=noise, generator=gen)
 
 
@@ -138,6 +146,7 @@ def explore(config: RunConfig, run: Run) -> dict[str, Any]:
     p = config.typed(ExploreParams)
     for stage in p.stages:
         parse_stage(stage)
+    p.widening_noise_kind()
     if p.optimizer_state not in ("carry", "reset"):
         raise ConfigError(f"optimizer_state must be 'carry' or 'reset', got {p.optimizer_state!r}")
     if p.seeds < 1 or p.final_epochs < 0 or p.final_lr < 0:
@@ -195,7 +204,7 @@ def _grown_path(
         replay.set_state(gen.get_state())
         exact, _ = _grow(model, stage, 0.0, data, replay)  # same mapping, no noise
         exact_errors.append(preservation_error(model, exact, data.test[0]))
-        grown, report = _grow(model, stage, p.noise, data, gen)
+        grown, report = _grow(model, stage, p.noise, data, gen, p.widening_noise_kind())
         errors.append(preservation_error(model, grown, data.test[0]))
         state: OptimizerState = "carry" if p.optimizer_state == "carry" else "reset"
         optimizer = transfer_optimizer(optimizer, model, grown, report, state=state)

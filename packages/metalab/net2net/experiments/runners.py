@@ -291,6 +291,7 @@ def wider(config: RunConfig, run: Run) -> dict[str, Any]:
         p.dataset, seed=config.seed, device=config.torch_device, train_examples=p.train_examples
     )
     check_shift(p.shift, data, p.dataset)
+    noise_kind = p.widening_noise_kind()
     layers = layer_names(p.model, len(p.teacher_widths))
     blocks = {} if p.model == "mlp" else {"out": (data.input_shape[-1] // 2 ** len(layers)) ** 2}
 
@@ -300,7 +301,9 @@ def wider(config: RunConfig, run: Run) -> dict[str, Any]:
         noisy, exact = teacher, teacher
         mapping_stream, exact_stream = cfg.generator("mapping"), cfg.generator("mapping")
         for layer, width in zip(layers, p.student_widths, strict=True):
-            noisy, _ = widen(noisy, layer, width, noise=p.noise, generator=mapping_stream)
+            noisy, _ = widen(
+                noisy, layer, width, noise=p.noise, noise_kind=noise_kind, generator=mapping_stream
+            )
             exact, _ = widen(exact, layer, width, generator=exact_stream)
         fresh = init_seeded(
             lambda: build(
