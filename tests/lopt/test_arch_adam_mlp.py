@@ -67,17 +67,26 @@ def test_zero_mlp_output_is_exactly_torch_adam(lr):
     torch.testing.assert_close(ours, _torch_adam(stored_lr, 30), rtol=1e-9, atol=1e-11)
 
 
-def test_schedule_weight_scales_the_step_by_its_time_feature():
+def test_schedule_weights_scale_the_step_by_their_own_time_features():
     arch = AdamMLPArch(lr=0.01, init_scale=0.0)
     flat = arch.init_theta(generator=torch.Generator().manual_seed(0)).double()
     scheduled = flat.clone()
-    feature = TIMESCALES.index(10.0)
-    scheduled[1 + feature] = -2.0  # log lr falls by 2·tanh(t/10 − 1)
-    paths = _run(arch, torch.stack([flat, scheduled]), 2)
-    start = _problem()[1]
-    first_flat, first_sched = paths[0, 0] - start, paths[1, 0] - start
-    factor = math.exp(-2.0 * float(time_features(torch.tensor([0]))[0, feature]))
-    torch.testing.assert_close(first_sched, factor * first_flat, rtol=1e-12, atol=0.0)
+    ten, thousand = TIMESCALES.index(10.0), TIMESCALES.index(1e3)
+    scheduled[1 + ten], scheduled[1 + thousand] = -2.0, 0.5
+    theta = torch.stack([flat, scheduled])
+    segments = Segments.from_shapes([(3,), (4,)], torch.device("cpu"))
+    gen = torch.Generator().manual_seed(3)
+    params = torch.randn(1, 7, generator=gen, dtype=torch.float64).repeat(2, 1)
+    grads = torch.randn(1, 7, generator=gen, dtype=torch.float64).repeat(2, 1)
+    for t in (0, 5, 30, 400):
+        state = arch.init_state(params, segments)
+        t_rows = torch.full((2,), t)
+        new, _ = arch.step(theta, params, grads, state, t_rows, segments)
+        features = time_features(torch.tensor([t]))[0].double()
+        factor = math.exp(-2.0 * float(features[ten]) + 0.5 * float(features[thousand]))
+        torch.testing.assert_close(
+            new[1] - params[1], factor * (new[0] - params[0]), rtol=1e-12, atol=0.0
+        )
 
 
 def test_mlp_part_changes_the_update_and_particles_are_independent():
@@ -97,7 +106,16 @@ def test_registry_options_and_errors():
     assert arch.theta_dim == SCHEDULE_DIM + arch.shapes.size
     theta = arch.init_theta(generator=torch.Generator().manual_seed(0))
     assert theta[0] == pytest.approx(math.log(0.003))
-    for bad in ({"lr": 0.0}, {"lr": float("nan")}, {"init_scale": -1.0}, {"hidden": 0}):
+    bad_options = [
+        {"lr": 0.0},
+        {"lr": float("nan")},
+        {"lr": True},
+        {"init_scale": -1.0},
+        {"init_scale": float("inf")},
+        {"init_scale": True},
+        {"hidden": 0},
+    ]
+    for bad in bad_options:
         with pytest.raises(ConfigError):
             make_arch("adam-mlp", **bad)
 
@@ -131,3 +149,27 @@ def test_trains_an_unseen_model_from_a_weights_file_and_round_trips(tmp_path):
         o.step()
     for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_learned_optimizer_at_theta0_is_torch_adam_with_a_late_parameter():
+    """Per-tensor step counts: a parameter first stepped late gets Adam's own bias correction."""
+    arch = AdamMLPArch(lr=0.01, init_scale=0.0)
+    theta = arch.init_theta(generator=torch.Generator().manual_seed(0))
+    lr = math.exp(float(theta[0]))
+    gen = torch.Generator().manual_seed(0)
+    x, target = torch.randn(64, 5, generator=gen), torch.randn(64, 1, generator=gen)
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 1)))
+    ours = LearnedOptimizer(models[0].parameters(), weights=theta, arch=arch)
+    ref = torch.optim.Adam(models[1].parameters(), lr=lr)
+    for step in range(30):
+        for model, opt in zip(models, (ours, ref), strict=True):
+            opt.zero_grad()
+            F.mse_loss(model(x), target).backward()
+            if step < 10:  # the last layer's bias gets its first gradient at step 10
+                model[2].bias.grad = None
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from metalab.cli.main import cli
 from metalab.core.errors import ConfigError
+from metalab.lopt.arch_registry import arch_names
 from metalab.lopt.baselines import AdamArch, SGDMArch, with_learning_rates
 from metalab.lopt.evaluation import (
     evaluate,
@@ -167,7 +168,7 @@ def test_cli_evaluate_reads_a_weights_file(tmp_path):
     assert len(json.loads(result.output)["tasks"]) == 2
 
 
-@pytest.mark.parametrize("name", ["mlp", "hierarchical", "adam", "sgdm"])
+@pytest.mark.parametrize("name", arch_names())
 def test_train_task_runs_every_registered_arch(name):
     from metalab.lopt.arch_registry import make_arch
 

@@ -60,10 +60,12 @@ class AdamMLPArch(OptimizerArch):
 
     def __init__(self, hidden: int = 32, lr: float = 0.01, init_scale: float = 0.1) -> None:
         check_arch_sizes("adam-mlp", hidden=hidden)
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        if not (_is_finite_number(lr) and lr > 0):
             raise ConfigError(f"adam-mlp option lr must be a positive number, got {lr!r}")
-        if not (isinstance(init_scale, (int, float)) and init_scale >= 0):
-            raise ConfigError(f"adam-mlp option init_scale must be >= 0, got {init_scale!r}")
+        if not (_is_finite_number(init_scale) and init_scale >= 0):
+            raise ConfigError(
+                f"adam-mlp option init_scale must be a number >= 0, got {init_scale!r}"
+            )
         self.shapes = MLPLOptShapes(hidden)
         self.lr, self.init_scale = float(lr), float(init_scale)
 
@@ -80,11 +82,15 @@ class AdamMLPArch(OptimizerArch):
         return torch.cat([schedule, mlp])
 
     def init_state(self, params: Tensor, segments: Segments) -> State:
-        """Zero momenta ``[P, N, 6]`` and second moment ``[P, N]``; zero step counts ``[P]``."""
+        """Zero momenta ``[P, N, 6]``, second moment ``[P, N]`` and per-tensor counts ``[P, S]``.
+
+        Counting steps per tensor (as ``torch.optim.Adam`` counts per parameter) keeps the
+        bias correction right for a parameter that ``LearnedOptimizer`` first steps late.
+        """
         return {
             "moments": params.new_zeros(*params.shape, len(BETAS)),
             "v": torch.zeros_like(params),
-            "count": params.new_zeros(params.shape[0]),
+            "count": params.new_zeros(params.shape[0], len(segments.sizes)),
         }
 
     def step(
@@ -104,9 +110,19 @@ class AdamMLPArch(OptimizerArch):
         )
         count = state["count"] + 1
         v = torch.lerp(grads * grads, state["v"], _BETA2)  # β₂·v + (1 − β₂)·g²
-        k = count.unsqueeze(1)
+        k = count[:, segments.index]  # [P, N]: each entry's tensor's step count
         m_hat = moments[..., _M1] / (1 - _BETA1**k)
-        direction = m_hat / ((v / (1 - _BETA2**k)).sqrt() + _EPS)
+        direction = m_hat / (_safe_sqrt(v / (1 - _BETA2**k)) + _EPS)
         log_lr = schedule[:, 0] + (time_features(t).to(theta.dtype) * schedule[:, 1:]).sum(-1)
         new_params = after_mlp - torch.exp(log_lr).unsqueeze(1) * direction
         return new_params, {"moments": moments, "v": v, "count": count}
+
+
+def _is_finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _safe_sqrt(x: Tensor) -> Tensor:
+    """``√x`` with a zero (not infinite) derivative at 0, so backprop through steps stays finite."""
+    positive = x > 0
+    return torch.where(positive, torch.where(positive, x, 1.0).sqrt(), 0.0)

@@ -105,5 +105,7 @@ def make_arch(name: str, **options: Any) -> OptimizerArch:
         )
     try:
         return cls(**given)
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as err:
         raise ConfigError(f"bad options for optimizer architecture {name!r}: {err}") from None

@@ -57,7 +57,7 @@ class OptimizerArch(ABC):
     """An optimizer as a batched pure function ``(θ, params, grads, state) -> (params, state)``.
 
     Attributes:
-        name: registry name (``"mlp"``, ``"hierarchical"``, ``"adam"``, ``"sgdm"``).
+        name: registry name (``"mlp"``, ``"hierarchical"``, ``"adam-mlp"``, ``"adam"``, ``"sgdm"``).
         uses_validation_loss: whether :meth:`step` reads ``losses.val`` (callers skip the
             validation pass for archs that ignore it).
     """

@@ -3,10 +3,11 @@ r"""Meta-validation score of learned-optimizer weights (the model selection of `
 16 tasks sampled from a *training* family (default ``mixed``) with generator seeds
 10000–10015 — unseen configurations of the meta-training grid, never the held-out tasks —
 each trained for 200 steps with 2 init/minibatch seeds. Per run: ``log(max(L, 1e-3) /
-max(L_Adam, 1e-3))`` with ``L`` the final test loss and ``L_Adam`` that of Adam tuned per task
-(best of lr ∈ {1e-3, 3e-3, 1e-2, 3e-2, 1e-1}); printed: mean, median and the fraction of runs
-with ``L ≤ L_Adam``. Arguments are weights files (any architecture) or ``momentum:LR[:CLIP]``
-hand rules (MLP architecture)::
+max(L_Adam, 1e-3))`` with ``L`` the final test loss and ``L_Adam`` the final test loss of
+Adam tuned per task (the lr ∈ {1e-3, 3e-3, 1e-2, 3e-2, 1e-1} with the lowest validation
+loss at step 200); printed: mean, median and the fraction of runs with ``L ≤ L_Adam``.
+Arguments are weights files (any architecture) or ``momentum:LR[:CLIP]`` hand rules (MLP
+architecture)::
 
     OMP_NUM_THREADS=1 python packages/metalab/lopt/pretrained/meta_validate.py \
         packages/metalab/lopt/pretrained/default.pt momentum:0.01:0.3
@@ -62,11 +63,21 @@ def main(specs: list[str]) -> None:
             tuned = tune_baseline(
                 task, adam, ADAM_GRID, STEPS, generator=torch.Generator().manual_seed(seed)
             )
-            ref = float(tuned.grid_losses.min())
+            column = int((tuned.curves.eval_steps == STEPS).nonzero()[0, 0])
+            ref = float(
+                tuned.curves.test[tuned.best, column]
+            )  # tuned on validation, scored on test
             losses = [
-                float(evaluate_thetas(arch, theta.unsqueeze(0), task, steps=STEPS, generator=g)[0])
+                float(
+                    evaluate_thetas(
+                        arch,
+                        theta.unsqueeze(0),
+                        task,
+                        steps=STEPS,
+                        generator=torch.Generator().manual_seed(seed),
+                    )[0]
+                )
                 for arch, theta in optimizers
-                for g in [torch.Generator().manual_seed(seed)]
             ]
             for i, loss in enumerate(losses):
                 loss = loss if math.isfinite(loss) else 1e3
