@@ -291,6 +291,13 @@ def _root(args):
         (["--outer", "sgd"], "outer must be 'adam' or 'learned:PATH'"),
         (["--outer", "learned:/nonexistent.pt", "--steps", "1"], "do not exist"),
         (["--arch-option", "hidden"], "KEY=VALUE"),
+        (["--arch-option", "init_scale=abc"], "mlp optimizer option init_scale must be a number"),
+        (
+            ["--arch", "hierarchical", "--arch-option", "context_scale=-1"],
+            "context_scale must be a number >= 0, got -1",
+        ),
+        (["--arch", "adam-mlp", "--arch-option", "lr=true"], "lr must be a number > 0, got True"),
+        (["--arch", "adam-mlp", "--arch-option", "lr=0"], "lr must be a number > 0, got 0"),
         (["--objective", "test"], "unknown objective 'test'"),
         (["--init", "adam"], "init must be 'random', 'momentum'"),
         (["--init", "momentum", "--arch", "hierarchical"], "exists only for arch 'mlp'"),

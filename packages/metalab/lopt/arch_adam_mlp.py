@@ -24,8 +24,12 @@ import math
 import torch
 from torch import Tensor
 
-from metalab.core.errors import ConfigError
-from metalab.lopt.interfaces import LossFeatures, OptimizerArch, check_arch_sizes
+from metalab.lopt.interfaces import (
+    LossFeatures,
+    OptimizerArch,
+    check_arch_scales,
+    check_arch_sizes,
+)
 from metalab.lopt.mlp_lopt import (
     BETAS,
     TIMESCALES,
@@ -60,12 +64,8 @@ class AdamMLPArch(OptimizerArch):
 
     def __init__(self, hidden: int = 32, lr: float = 0.01, init_scale: float = 0.1) -> None:
         check_arch_sizes("adam-mlp", hidden=hidden)
-        if not (_is_finite_number(lr) and lr > 0):
-            raise ConfigError(f"adam-mlp option lr must be a positive number, got {lr!r}")
-        if not (_is_finite_number(init_scale) and init_scale >= 0):
-            raise ConfigError(
-                f"adam-mlp option init_scale must be a number >= 0, got {init_scale!r}"
-            )
+        check_arch_scales("adam-mlp", positive=True, lr=lr)
+        check_arch_scales("adam-mlp", init_scale=init_scale)
         self.shapes = MLPLOptShapes(hidden)
         self.lr, self.init_scale = float(lr), float(init_scale)
 

@@ -31,7 +31,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metalab.lopt.interfaces import LossFeatures, OptimizerArch, check_arch_sizes
+from metalab.lopt.interfaces import (
+    LossFeatures,
+    OptimizerArch,
+    check_arch_scales,
+    check_arch_sizes,
+)
 from metalab.lopt.mlp_lopt import (
     BETAS,
     TIMESCALES,
@@ -108,6 +113,7 @@ class HierarchicalArch(OptimizerArch):
         context_scale: float = 0.1,
     ) -> None:
         check_arch_sizes("hierarchical", hidden=hidden, lstm=lstm, context=context)
+        check_arch_scales("hierarchical", init_scale=init_scale, context_scale=context_scale)
         self.shapes = HierarchicalShapes(hidden, lstm, context)
         self.init_scale = init_scale
         self.context_scale = context_scale

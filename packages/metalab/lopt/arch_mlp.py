@@ -9,7 +9,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from metalab.lopt.interfaces import LossFeatures, OptimizerArch, check_arch_sizes
+from metalab.lopt.interfaces import (
+    LossFeatures,
+    OptimizerArch,
+    check_arch_scales,
+    check_arch_sizes,
+)
 from metalab.lopt.mlp_lopt import BETAS, MLPLOptShapes, Segments, init_mlp_lopt, mlp_lopt_step
 from metalab.lopt.systems import State
 
@@ -29,6 +34,7 @@ class MLPArch(OptimizerArch):
 
     def __init__(self, hidden: int = 32, init_scale: float = 1.0) -> None:
         check_arch_sizes("mlp", hidden=hidden)
+        check_arch_scales("mlp", init_scale=init_scale)
         self.shapes = MLPLOptShapes(hidden)
         self.init_scale = init_scale
 

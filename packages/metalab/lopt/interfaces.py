@@ -27,7 +27,14 @@ from torch import Tensor
 from metalab.lopt.mlp_lopt import Segments
 from metalab.lopt.systems import State
 
-__all__ = ["LossFeatures", "OptimizerArch", "Task", "TaskFamily", "check_arch_sizes"]
+__all__ = [
+    "LossFeatures",
+    "OptimizerArch",
+    "Task",
+    "TaskFamily",
+    "check_arch_scales",
+    "check_arch_sizes",
+]
 
 
 def check_arch_sizes(arch: str, **sizes: object) -> None:
@@ -38,6 +45,24 @@ def check_arch_sizes(arch: str, **sizes: object) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(
                 f"{arch} optimizer option {key} must be an integer >= 1, got {value!r}"
+            )
+
+
+def check_arch_scales(arch: str, *, positive: bool = False, **scales: object) -> None:
+    """Refuse scales that are not finite real numbers ``>= 0`` (``> 0`` with ``positive``)."""
+    import math
+
+    from metalab.core.errors import ConfigError
+
+    for key, value in scales.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            ok = False
+        else:
+            ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
+        if not ok:
+            bound = "> 0" if positive else ">= 0"
+            raise ConfigError(
+                f"{arch} optimizer option {key} must be a number {bound}, got {value!r}"
             )
 
 
