@@ -69,6 +69,7 @@ def test_answer_json_matches_library(model_folder: Path, tiny_predictor, solver:
         (["--top", "0", "treaties(usa, ?x)"], "top must be"),
         (["--solver", "co", "--explain", "treaties(usa, ?x)"], "gives no explanations"),
         (["--solver", "exact", "treaties(usa, ?x) & embassy(?y, ?x)"], "not anchored"),
+        (["--dataset", "umls", "treaties(usa, ?x)"], "dataset 'umls' has other entities"),
     ],
 )
 def test_answer_errors_are_one_line(model_folder: Path, args: list[str], message: str) -> None:
@@ -100,6 +101,13 @@ def test_evaluate_prints_per_structure_table(model_folder: Path, nations, tmp_pa
     assert cells == pytest.approx([table[s]["mrr"] for s in ("1p", "2p", "2in")], abs=1e-3)
     bad = _run("evaluate", "--model", str(model_folder), "--queries", str(folder), "--split", "x")
     assert bad.exit_code == 2 and "no split 'x'" in bad.output
+    base = ["evaluate", "--model", str(model_folder), "--queries", str(folder)]
+    bad = _run(*base, "--structures", "2p,9z")
+    assert (
+        bad.exit_code == 2 and "structure(s) 9z not in split 'test' (has 1p, 2in, 2p)" in bad.output
+    )
+    bad = _run(*base, "--solver", " ,")
+    assert bad.exit_code == 2 and "names no solver" in bad.output
 
 
 def test_answer_with_co(model_folder: Path) -> None:

@@ -1,13 +1,16 @@
 """Root of the ``metalab`` command.
 
 Start-up stays fast: subcommand groups are imported only when invoked, and torch only
-inside command bodies. A :class:`~metalab.core.errors.MetalabError` anywhere becomes one
-``Error: ...`` line on stderr and exit code 2.
+inside command bodies. A :class:`~metalab.core.errors.MetalabError` anywhere, a usage error
+(a bad option value, a missing argument) and running out of memory on an impossible size
+each become one ``Error: ...`` line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +81,51 @@ class LazyGroup(click.Group):
         except MetalabError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(2)
+        except (MemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            click.echo(f"Error: out of memory (an option asks for too much): {first}", err=True)
+            ctx.exit(2)
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        *,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Click's ``main``, with usage errors printed as one line (exit 2) instead of four."""
+        if not standalone_mode:
+            return super().main(args, prog_name, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"Error: {exc.format_message()}{where}", err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (CPU or CUDA), not some other runtime error."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return "out of memory" in text or ("allocate" in text and "bytes" in text)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="metalab")
 def cli() -> None:
-    r"""metalab: five lines of ML research, reproducible with one command each.
+    """metalab: five lines of ML research, reproducible with one command each.
 
     Learned optimizers (ES/PES), NTK averaged SGD, CQD on knowledge graphs, Net2Net and
     DARTS-PT.
@@ -93,7 +135,7 @@ def cli() -> None:
       metalab repro list            the experiments and the claims they check
       metalab repro all --quick     run them all on a CPU and print the claims table
       metalab theory list           the theory checks
-    """
+    """  # noqa: D301 - click needs a real backspace before a block it must not rewrap
 
 
 def main() -> None:

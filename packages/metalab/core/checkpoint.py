@@ -79,12 +79,21 @@ def load_checkpoint(
         state = torch.load(Path(path), map_location=map_location, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise MetalabError(f"checkpoint {os.fspath(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise MetalabError(f"checkpoint {os.fspath(path)!r} is a folder, not a file") from None
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MetalabError(f"cannot load checkpoint {os.fspath(path)!r}: {first}") from None
+        raise MetalabError(f"cannot load checkpoint {os.fspath(path)!r}: {_why(exc)}") from None
     if not isinstance(state, dict):
         raise MetalabError(f"checkpoint {os.fspath(path)!r} does not hold a dict")
     return state
+
+
+def _why(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in words that never advise unpickling."""
+    text = str(exc)
+    if "Unsupported global" in text:
+        return "it holds Python objects besides tensors and plain values (refused: never unpickled)"
+    return f"not a torch checkpoint, or a damaged one ({type(exc).__name__})"
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -29,10 +29,18 @@ T = TypeVar("T")
 
 
 def resolve_runs_root(out: str | os.PathLike[str] | None = None) -> Path:
-    """Where runs go: ``out`` if given, else ``$METALAB_RUNS``, else ``./runs``."""
-    if out is not None:
-        return Path(out)
-    return Path(os.environ.get(RUNS_ENV) or "runs")
+    """Where runs go: ``out`` if given, else ``$METALAB_RUNS``, else ``./runs``.
+
+    Raises:
+        MetalabError: the folder is an existing file (checked before any work is done).
+    """
+    root = Path(out) if out is not None else Path(os.environ.get(RUNS_ENV) or "runs")
+    if root.exists() and not root.is_dir():
+        source = (
+            "--out" if out is not None else f"${RUNS_ENV}" if os.environ.get(RUNS_ENV) else "./runs"
+        )
+        raise MetalabError(f"{source} {os.fspath(root)!r} is a file, not a folder")
+    return root
 
 
 class Run:

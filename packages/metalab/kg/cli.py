@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from metalab.cli.options import FINITE_FLOAT
 from metalab.core.errors import ConfigError
 
 __all__ = ["kg"]
@@ -32,15 +33,15 @@ def kg() -> None:
 @click.option("--epochs", type=int, default=100, show_default=True)
 @click.option("--dim", type=int, default=200, show_default=True, help="embedding dimension (rank)")
 @click.option("--batch-size", type=int, default=500, show_default=True)
-@click.option("--lr", type=float, default=0.1, show_default=True)
+@click.option("--lr", type=FINITE_FLOAT, default=0.1, show_default=True)
 @click.option(
-    "--regularizer-weight", type=float, default=0.005, show_default=True, help="N3 weight"
+    "--regularizer-weight", type=FINITE_FLOAT, default=0.005, show_default=True, help="N3 weight"
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch threads while training")
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="folder to save the model in [default: models/DATASET-MODEL]",
 )
@@ -130,7 +131,7 @@ def queries() -> None:
 @queries.command("generate")
 @click.option("--dataset", required=True, help=_DATASET_HELP)
 @click.option("--per-structure", type=int, default=100, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option(
     "--splits", default="valid,test", show_default=True, help="comma-separated: train,valid,test"
 )
@@ -245,12 +246,13 @@ def answer(
     config = SolverConfig(solver=solver, k=beam_k, tnorm=tnorm, union=union)
     predictor = load_link_predictor(model, device=resolve_device(device))
     known = None
-    if explain_flag:
+    if explain_flag or dataset is not None:  # a --dataset is checked even when unused
         name = dataset or str(predictor.metadata.get("dataset_source", "")).removeprefix("pykeen:")
         graph = load_graph(name) if name else None
         if graph is not None and graph.entities.names != predictor.entities.names:
             raise ConfigError(f"dataset {name!r} has other entities than the model {model}")
-        known = known_edges(graph) if graph is not None else None
+        if explain_flag:
+            known = known_edges(graph) if graph is not None else None
     result = answer_query(
         predictor, query, config, top=top, explain_answers=explain_flag, known=known
     )
@@ -303,6 +305,8 @@ def evaluate(
     from metalab.kg.training import load_link_predictor
 
     names = [s.strip() for s in solvers.split(",") if s.strip()]
+    if not names:
+        raise ConfigError(f"--solver {solvers!r} names no solver; use beam, co and/or exact")
     configs = {n: SolverConfig(n, k=beam_k, tnorm=tnorm, co_steps=co_steps) for n in names}
     predictor = load_link_predictor(model, device=resolve_device(device))
     query_set = load_query_set(folder)

@@ -46,12 +46,17 @@ def evaluate_queries(
         ``{structure: {"mrr", "hits@1", "hits@3", "hits@10", "queries"}}``.
 
     Raises:
-        ConfigError: unknown split, mismatching vocabularies or no queries.
+        ConfigError: unknown split or structure, mismatching vocabularies or no queries.
     """
     if split not in query_set.splits:
         raise ConfigError(f"query set has no split {split!r} (has {sorted(query_set.splits)})")
     if query_set.entities.names != predictor.entities.names:
         raise ConfigError("the query set's entities differ from the model's (other dataset?)")
+    present = {q.structure for q in query_set.splits[split]}
+    missing = sorted(set(structures or ()) - present)
+    if missing:
+        has = ", ".join(sorted(present))
+        raise ConfigError(f"structure(s) {', '.join(missing)} not in split {split!r} (has {has})")
     queries: list[GroundedQuery] = [
         q for q in query_set.splits[split] if structures is None or q.structure in structures
     ]

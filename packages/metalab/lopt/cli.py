@@ -6,8 +6,11 @@ inside the command bodies so ``metalab --help`` stays fast.
 
 from __future__ import annotations
 
+import math
+
 import click
 
+from metalab.cli.options import FINITE_FLOAT
 from metalab.core.errors import ConfigError
 
 __all__ = ["lopt"]
@@ -31,9 +34,12 @@ def _parse_theta(text: str | None) -> list[float] | None:
     if text is None:
         return None
     try:
-        return [float(x) for x in text.split(",")]
+        values = [float(x) for x in text.split(",")]
     except ValueError:
         raise ConfigError(f"--theta must be comma-separated numbers, got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"--theta must be finite numbers, got {text!r}")
+    return values
 
 
 @lopt.command()
@@ -55,7 +61,9 @@ def _parse_theta(text: str | None) -> list[float] | None:
     "--theta", default=None, help="Meta-parameters, comma-separated (default: the system's θ₀)."
 )
 @click.option("--pairs", type=int, default=None, help="Antithetic pairs (ES estimators).")
-@click.option("--sigma", type=float, default=None, help="Perturbation scale σ (ES estimators).")
+@click.option(
+    "--sigma", type=FINITE_FLOAT, default=None, help="Perturbation scale σ (ES estimators)."
+)
 @click.option("--truncation", "-K", type=int, default=None, help="Window length K.")
 @click.option("--streams", type=int, default=None, help="Independent streams (TBPTT/BPTT).")
 @click.option("--repeats", type=int, default=20, show_default=True, help="Independent samples.")
@@ -82,6 +90,8 @@ def estimate(
     """Estimate ∇θ of a system's meta-loss; print the mean ± standard error per coordinate."""
     from metalab.lopt.training import estimate_on_system
 
+    if show < 0:
+        raise ConfigError(f"--show must be >= 0, got {show}")
     report = estimate_on_system(
         system_name,
         estimator_name,

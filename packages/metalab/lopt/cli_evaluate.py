@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from metalab.cli.options import FINITE_FLOAT
 from metalab.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def _parse_baselines(text: str) -> list[str]:
 )
 @click.option(
     "--horizon-factor",
-    type=float,
+    type=FINITE_FLOAT,
     default=2.0,
     show_default=True,
     help="Baselines run this many times --steps (largest measurable speed-up).",

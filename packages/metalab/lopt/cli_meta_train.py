@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from metalab.cli.options import FINITE_FLOAT
 from metalab.core.errors import ConfigError
 
 __all__ = ["meta_train"]
@@ -46,15 +47,17 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--estimator", default=None, help="pes | tes (truncated ES).  [pes]")
 @click.option("--steps", type=int, default=None, help="Outer iterations.  [100]")
 @click.option("--pairs", type=int, default=None, help="Antithetic pairs.  [8]")
-@click.option("--sigma", type=float, default=None, help="Perturbation scale σ.  [0.01]")
+@click.option("--sigma", type=FINITE_FLOAT, default=None, help="Perturbation scale σ.  [0.01]")
 @click.option("--truncation", "-K", type=int, default=None, help="Window length K.  [10]")
 @click.option("--min-horizon", type=int, default=None, help="Shortest episode.  [50]")
 @click.option("--max-horizon", type=int, default=None, help="Longest episode.  [500]")
 @click.option("--val-every", type=int, default=None, help="Validation-loss period.  [1]")
 @click.option("--outer", default=None, help="Outer optimizer: adam | learned:PATH.  [adam]")
-@click.option("--outer-lr", type=float, default=None, help="Adam learning rate on θ.  [3e-3]")
-@click.option("--loss-clip", type=float, default=None, help="Clip per-step losses.  [10]")
-@click.option("--grad-clip", type=float, default=None, help="Clip the estimate's norm.")
+@click.option(
+    "--outer-lr", type=FINITE_FLOAT, default=None, help="Adam learning rate on θ.  [3e-3]"
+)
+@click.option("--loss-clip", type=FINITE_FLOAT, default=None, help="Clip per-step losses.  [10]")
+@click.option("--grad-clip", type=FINITE_FLOAT, default=None, help="Clip the estimate's norm.")
 @click.option("--checkpoint-every", type=int, default=None, help="Steps per checkpoint.  [10]")
 @click.option("--seed", type=int, default=None, help="Seed.  [0]")
 @click.option("--objective", default=None, help="Meta-loss: train | validation.  [train]")
@@ -62,10 +65,15 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     "--init", default=None, help="θ₀: random | momentum[:LR[:CLIP]] (mlp only).  [random]"
 )
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda[:N]")
-@click.option("--out", default=None, help="Runs root (default: $METALAB_RUNS or ./runs).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Runs root (default: $METALAB_RUNS or ./runs).",
+)
 @click.option("--resume", default=None, help="Continue the run in this folder.")
 @click.option("--save", default=None, help="Also write the final weights here.")
-@click.option("--print-every", type=int, default=10, show_default=True)
+@click.option("--print-every", type=click.IntRange(min=1), default=10, show_default=True)
 def meta_train(**kwargs: Any) -> None:
     """Meta-train a learned optimizer on a task family with PES or truncated ES."""
     from metalab.core.device import resolve_device

@@ -218,6 +218,11 @@ def estimate_on_system(
     if point.shape != (system.theta_dim,):
         raise ConfigError(f"θ must have {system.theta_dim} values for {system_name}, got {theta}")
     whole = estimator.name in ("full-es", "bptt")
+    if not whole and system.horizon is not None and estimator.truncation > system.horizon:
+        raise ConfigError(
+            f"truncation K = {estimator.truncation} is longer than an episode of {system_name} "
+            f"({system.horizon} steps); use K <= {system.horizon}"
+        )
     if windows is None:
         horizon = system.horizon
         windows = 1 if whole or horizon is None else max(1, horizon // estimator.truncation)

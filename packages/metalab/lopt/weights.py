@@ -141,7 +141,8 @@ def load_weights(path: str | Path | None = None) -> LoptWeights:
             raise ConfigError(
                 f"the default learned optimizer {path} is missing; {PRODUCE_DEFAULT_HINT}"
             )
-        raise ConfigError(f"learned-optimizer weights file {path} does not exist")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"learned-optimizer weights file {path} {what}")
     payload = _read(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a metalab learned-optimizer weights file")

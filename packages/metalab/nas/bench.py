@@ -25,7 +25,7 @@ from metalab.core.training import accuracy, train_supervised
 from metalab.nas.data import DigitsSplits, load_digits_splits, seeded_init
 from metalab.nas.network import discrete_network
 from metalab.nas.space import Cell, SearchSpace, make_space
-from metalab.nas.table import TABLE_FORMAT, BenchTable
+from metalab.nas.table import TABLE_FORMAT, BenchTable, check_results
 
 __all__ = ["CellResult", "TrainRecipe", "build_table", "merge_tables", "train_cell"]
 
@@ -230,6 +230,9 @@ def merge_tables(paths: list[str | Path], out: str | Path) -> BenchTable:
             part = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read a table ({exc})") from None
+        if not isinstance(part, dict):
+            raise ConfigError(f"{path}: not a build file (a JSON object is expected)")
+        check_results(part, str(path))
         if merged is None:
             merged = dict(part, results=dict(part.get("results", {})))
             continue

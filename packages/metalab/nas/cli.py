@@ -9,6 +9,7 @@ import json
 
 import click
 
+from metalab.cli.options import FINITE_FLOAT
 from metalab.core.errors import ConfigError
 
 __all__ = ["nas"]
@@ -53,7 +54,7 @@ def bench() -> None:
 @click.option("--epochs", type=int, default=None, help="override the recipe's epochs")
 @click.option(
     "--max-minutes",
-    type=float,
+    type=FINITE_FLOAT,
     default=None,
     help="stop (saving progress) after this long; rerun to continue",
 )
@@ -91,10 +92,18 @@ def bench_build(
     from metalab.nas.space import make_space
 
     space = make_space(space_name)
+    if epochs is not None and epochs < 1:
+        raise ConfigError(
+            f"--epochs must be >= 1 (untrained cells are no ground truth), got {epochs}"
+        )
+    if max_minutes is not None and max_minutes <= 0:
+        raise ConfigError(f"--max-minutes must be > 0, got {max_minutes}")
+    if threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
     recipe = TrainRecipe()
     if epochs is not None:
         recipe = dataclasses.replace(recipe, epochs=epochs)
-    torch.set_num_threads(max(threads, 1))
+    torch.set_num_threads(threads)
     path = out or f"{space.name}.json"
     command = (
         "metalab nas " + shlex.join(sys.argv[sys.argv.index("bench") :])
@@ -140,6 +149,8 @@ def bench_show(table: str, cell: str | None, top: int, as_json: bool) -> None:
 
     from metalab.nas.table import load_table
 
+    if top < 0:
+        raise ConfigError(f"--top must be >= 0, got {top}")
     loaded = load_table(table)
     summary = loaded.summary()
     if cell is not None:
@@ -196,7 +207,7 @@ def bench_show(table: str, cell: str | None, top: int, as_json: bool) -> None:
 )
 @click.option("--channels", type=int, default=8, show_default=True)
 @click.option("--cells", "n_cells", type=int, default=2, show_default=True)
-@click.option("--alpha-lr", type=float, default=3e-3, show_default=True)
+@click.option("--alpha-lr", type=FINITE_FLOAT, default=3e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--table",

@@ -30,10 +30,33 @@ import numpy as np
 from metalab.core.errors import ConfigError, MetalabError
 from metalab.nas.space import Cell, SearchSpace, make_space
 
-__all__ = ["TABLE_FORMAT", "BenchTable", "load_table", "shipped_table_path"]
+__all__ = ["TABLE_FORMAT", "BenchTable", "check_results", "load_table", "shipped_table_path"]
 
 TABLE_FORMAT = "metalab-nas-bench/1"
 _PICKLE_SUFFIXES = {".pth", ".pt", ".pkl", ".pickle"}
+
+
+def check_results(obj: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
+    """The ``results`` of a build file, checked entry by entry (one-line errors).
+
+    Each entry must map ``test_acc`` / ``val_acc`` / ``seconds`` to ``{seed: number}``.
+    """
+    results = obj.get("results", {})
+    if not isinstance(results, dict):
+        raise ConfigError(f"{source}: 'results' is not a mapping of cell -> entry")
+    for cell, entry in results.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{source}: results[{cell!r}] is not an entry (got {entry!r:.40})")
+        for field in ("test_acc", "val_acc", "seconds"):
+            values = entry.get(field, {})
+            numbers = isinstance(values, dict) and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()
+            )
+            if not numbers:
+                raise ConfigError(
+                    f"{source}: results[{cell!r}][{field!r}] is not a mapping of seed -> number"
+                )
+    return results
 
 
 class BenchTable:
@@ -68,7 +91,7 @@ class BenchTable:
         if obj.get("format") == TABLE_FORMAT:
             accs = {
                 cell: [float(v) for v in entry["test_acc"].values()]
-                for cell, entry in obj.get("results", {}).items()
+                for cell, entry in check_results(obj, source).items()
                 if entry.get("test_acc")
             }
             meta = {k: v for k, v in obj.items() if k != "results"}

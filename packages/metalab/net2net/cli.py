@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import click
 
+from metalab.cli.options import FINITE_FLOAT
+
 __all__ = ["net2net"]
 
 _DEVICE_HELP = "auto (CUDA when present) | cpu | cuda | cuda:N"
@@ -36,7 +38,7 @@ def net2net() -> None:
 )
 @click.option(
     "--noise",
-    type=float,
+    type=FINITE_FLOAT,
     default=0.0,
     show_default=True,
     help="Symmetry-breaking noise, relative to the std of the rewired weights.",

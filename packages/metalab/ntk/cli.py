@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from metalab.cli.options import FINITE_FLOAT
+
 __all__ = ["ntk"]
 
 
@@ -24,7 +26,9 @@ def ntk() -> None:
     show_default=True,
     help="Input dimension d (data on S^{d-1}).",
 )
-@click.option("--sharpness", type=float, default=None, help="Swish sharpness s (default 20).")
+@click.option(
+    "--sharpness", type=FINITE_FLOAT, default=None, help="Swish sharpness s (default 20)."
+)
 @click.option("--width", type=int, default=4096, show_default=True, help="Network width M.")
 @click.option(
     "--points",
@@ -36,9 +40,8 @@ def ntk() -> None:
 @click.option(
     "--top",
     type=int,
-    default=20,
-    show_default=True,
-    help="How many of the largest eigenvalues to print.",
+    default=None,
+    help="How many of the largest eigenvalues to print.  [20, at most --points]",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
@@ -48,7 +51,7 @@ def spectrum(
     sharpness: float | None,
     width: int,
     points: int,
-    top: int,
+    top: int | None,
     seed: int,
     device: str,
 ) -> None:
@@ -60,6 +63,7 @@ def spectrum(
     from metalab.ntk.empirical import check_spectrum_inputs, compare_spectra
 
     check_spectrum_inputs(dim=dim, points=points)
+    top = min(20, points) if top is None else top
     if top < 1 or top > points:
         raise ConfigError(f"--top must be between 1 and --points ({points}), got {top}")
     act = make_activation(activation, sharpness=sharpness)
