@@ -128,9 +128,17 @@ def test_all_prints_claims_table_and_exit_code(invoke, toy_experiments):
 
 
 def test_all_with_no_experiments_says_so(invoke, tmp_path, monkeypatch):
-    monkeypatch.setenv("METALAB_THEORY", str(tmp_path / "none"))
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("METALAB_THEORY", str(tmp_path / "empty"))
     result = invoke("theory", "all")
     assert result.exit_code == 0 and "no theory checks found" in result.stdout
+
+
+def test_a_missing_spec_folder_is_an_error(invoke, tmp_path, monkeypatch):
+    monkeypatch.setenv("METALAB_THEORY", str(tmp_path / "none"))
+    result = invoke("theory", "list")
+    assert result.exit_code == 2
+    assert f"$METALAB_THEORY names {str(tmp_path / 'none')!r}, which is missing" in result.stderr
 
 
 def test_theory_show_prints_derivation(invoke, tmp_path, monkeypatch):

@@ -120,8 +120,10 @@ def _make_group(kind: Kind, noun: str) -> click.Group:
 
 def _run_all(kind: Kind, noun: str, options: dict[str, Any]) -> None:
     from metalab.core.claims import run_spec
+    from metalab.core.device import resolve_device
     from metalab.core.specs import discover_specs, spec_dirs
 
+    resolve_device(options["device"])  # a bad --device fails before the first run starts
     specs = discover_specs(kind)
     if not specs:
         click.echo(f"no {noun}s found in {', '.join(map(str, spec_dirs(kind)))}")

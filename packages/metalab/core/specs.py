@@ -119,10 +119,20 @@ def spec_dirs(kind: Kind) -> list[Path]:
 
     ``$METALAB_EXPERIMENTS``/``$METALAB_THEORY`` if set, else the copy shipped in the
     installed wheel, else the source checkout's folder.
+
+    Raises:
+        ExperimentFileError: the variable names something that is not a folder.
     """
     override = os.environ.get(_DIR_ENV[kind])
     if override:
-        return [Path(p) for p in override.split(os.pathsep) if p]
+        folders = [Path(p) for p in override.split(os.pathsep) if p]
+        for folder in folders:
+            if not folder.is_dir():
+                what = "a file" if folder.exists() else "missing"
+                raise ExperimentFileError(
+                    f"${_DIR_ENV[kind]} names {os.fspath(folder)!r}, which is {what}, not a folder"
+                )
+        return folders
     package_root = Path(__file__).resolve().parents[1]
     shipped = package_root / "_resources" / kind
     if shipped.is_dir():

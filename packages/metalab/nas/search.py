@@ -54,9 +54,16 @@ class SearchConfig:
 
 
 def _check(config: SearchConfig) -> None:
+    values = {
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "w_lr": config.w_lr,
+        "alpha_lr": config.alpha_lr,
+    }
     if config.epochs < 0 or config.batch_size < 1 or config.w_lr <= 0 or config.alpha_lr <= 0:
+        got = ", ".join(f"{k} {v}" for k, v in values.items())
         raise ConfigError(
-            f"need epochs >= 0, batch_size >= 1 and positive learning rates, got {config}"
+            f"need epochs >= 0, batch_size >= 1 and positive learning rates; got {got}"
         )
     if config.fixed_alpha and config.order == "second":
         raise ConfigError("fixed_alpha trains no α; order='second' does not apply")
