@@ -16,46 +16,17 @@ from metalab.lopt.arch_registry import make_arch
 from metalab.lopt.mlp_lopt import TIMESCALES, Segments, time_features
 from metalab.lopt.optimizer import LearnedOptimizer
 from metalab.lopt.weights import load_weights, save_weights
+from tests.support.optim_problems import run_arch, run_torch
 
-
-def _problem():
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randn(5, 7, generator=gen, dtype=torch.float64)
-    target = torch.randn(5, generator=gen, dtype=torch.float64)
-    x0 = torch.randn(7, generator=gen, dtype=torch.float64)
-
-    def loss(x):
-        return (torch.tanh(x) @ a.T - target).pow(2).sum(-1)
-
-    return loss, x0
+_PROBLEM = {"size": 7, "rows": 5}
 
 
 def _run(arch, theta_rows, steps):
-    loss, x0 = _problem()
-    params = x0.repeat(theta_rows.shape[0], 1)
-    segments = Segments.from_shapes([(3,), (4,)], torch.device("cpu"))
-    state = arch.init_state(params, segments)
-    history = []
-    for t in range(steps):
-        p = params.clone().requires_grad_(True)
-        (grads,) = torch.autograd.grad(loss(p).sum(), p)
-        t_rows = torch.full((len(params),), t)
-        params, state = arch.step(theta_rows, params, grads, state, t_rows, segments)
-        history.append(params)
-    return torch.stack(history, 1)
+    return run_arch(arch, theta_rows, steps, shapes=[(3,), (4,)], **_PROBLEM)
 
 
 def _torch_adam(lr, steps):
-    loss, x0 = _problem()
-    x = x0.clone().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=lr)
-    history = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss(x).backward()
-        opt.step()
-        history.append(x.detach().clone())
-    return torch.stack(history)
+    return run_torch(lambda p: torch.optim.Adam(p, lr=lr), steps, **_PROBLEM)
 
 
 @pytest.mark.parametrize("lr", [1e-3, 0.05])

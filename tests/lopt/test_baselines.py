@@ -12,56 +12,15 @@ from metalab.lopt.baselines import (
     make_baseline,
     with_learning_rates,
 )
-from metalab.lopt.mlp_lopt import Segments
-
-
-def _problem(seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    a = torch.randn(6, 6, generator=gen, dtype=torch.float64)
-    target = torch.randn(6, generator=gen, dtype=torch.float64)
-    x0 = torch.randn(6, generator=gen, dtype=torch.float64)
-
-    def loss(x):
-        return (torch.tanh(x) @ a.T - target).pow(2).sum(-1)
-
-    return loss, x0
-
-
-def _run_arch(arch, theta_rows, steps):
-    loss, x0 = _problem()
-    params = x0.repeat(theta_rows.shape[0], 1)
-    segments = Segments.from_shapes([(6,)], torch.device("cpu"))
-    state = arch.init_state(params, segments)
-    history = []
-    for t in range(steps):
-        p = params.clone().requires_grad_(True)
-        (grads,) = torch.autograd.grad(loss(p).sum(), p)
-        params, state = arch.step(
-            theta_rows, params, grads, state, torch.full((len(params),), t), segments
-        )
-        history.append(params)
-    return torch.stack(history, 1)
-
-
-def _run_torch(make_opt, steps):
-    loss, x0 = _problem()
-    x = x0.clone().requires_grad_(True)
-    opt = make_opt([x])
-    history = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss(x).backward()
-        opt.step()
-        history.append(x.detach().clone())
-    return torch.stack(history)
+from tests.support.optim_problems import run_arch, run_torch
 
 
 @pytest.mark.parametrize("hp", [(1e-2, 0.9, 0.999, 1e-8), (0.1, 0.5, 0.9, 1e-3)])
 def test_adam_matches_torch_optim_step_for_step(hp):
     lr, b1, b2, eps = hp
     theta = AdamArch.theta(lr, b1, b2, eps, dtype=torch.float64).unsqueeze(0)
-    ours = _run_arch(AdamArch(), theta, 25)[0]
-    ref = _run_torch(lambda p: torch.optim.Adam(p, lr=lr, betas=(b1, b2), eps=eps), 25)
+    ours = run_arch(AdamArch(), theta, 25)[0]
+    ref = run_torch(lambda p: torch.optim.Adam(p, lr=lr, betas=(b1, b2), eps=eps), 25)
     torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-10)
 
 
@@ -69,8 +28,8 @@ def test_adam_matches_torch_optim_step_for_step(hp):
 def test_sgdm_matches_torch_optim_step_for_step(hp):
     lr, mu = hp
     theta = SGDMArch.theta(lr, mu, dtype=torch.float64).unsqueeze(0)
-    ours = _run_arch(SGDMArch(), theta, 25)[0]
-    ref = _run_torch(lambda p: torch.optim.SGD(p, lr=lr, momentum=mu), 25)
+    ours = run_arch(SGDMArch(), theta, 25)[0]
+    ref = run_torch(lambda p: torch.optim.SGD(p, lr=lr, momentum=mu), 25)
     torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-10)
 
 
@@ -81,8 +40,8 @@ def test_learning_rate_grid_is_a_population_equal_to_separate_runs(cls):
     theta = with_learning_rates(arch.init_theta(generator=torch.Generator()), lrs)
     assert theta.shape == (3, arch.theta_dim)
     torch.testing.assert_close(theta[:, 0].exp(), torch.tensor(lrs))
-    batched = _run_arch(arch, theta, 10)
-    looped = torch.cat([_run_arch(arch, theta[i : i + 1], 10) for i in range(3)])
+    batched = run_arch(arch, theta, 10)
+    looped = torch.cat([run_arch(arch, theta[i : i + 1], 10) for i in range(3)])
     torch.testing.assert_close(batched, looped, rtol=1e-12, atol=1e-12)
     assert not torch.allclose(batched[0], batched[2])
 

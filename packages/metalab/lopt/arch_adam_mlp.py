@@ -118,10 +118,6 @@ class AdamMLPArch(OptimizerArch):
         return new_params, {"moments": moments, "v": v, "count": count}
 
 
-def _is_finite_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _safe_sqrt(x: Tensor) -> Tensor:
     """``√x`` with a zero (not infinite) derivative at 0, so backprop through steps stays finite."""
     positive = x > 0
