@@ -144,3 +144,18 @@ def test_learned_optimizer_at_theta0_is_torch_adam_with_a_late_parameter():
             opt.step()
     for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_backprop_through_a_step_stays_finite_when_a_gradient_entry_is_zero():
+    """√v has an infinite derivative at v = 0; TBPTT through steps must not turn it into NaN."""
+    arch = AdamMLPArch(lr=0.01, init_scale=0.1)
+    theta = arch.init_theta(generator=torch.Generator().manual_seed(0)).unsqueeze(0)
+    theta.requires_grad_(True)
+    segments = Segments.from_shapes([(3,)], torch.device("cpu"))
+    params = torch.tensor([[0.5, -0.2, 0.1]])
+    grads = torch.tensor([[0.3, 0.0, -0.1]], requires_grad=True)  # one entry exactly zero
+    new, _ = arch.step(
+        theta, params, grads, arch.init_state(params, segments), torch.zeros(1), segments
+    )
+    d_theta, d_grads = torch.autograd.grad(new.sum(), (theta, grads))
+    assert bool(torch.isfinite(d_theta).all()) and bool(torch.isfinite(d_grads).all())
