@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from metalab import __version__
-from metalab.core.errors import MetalabError
+from metalab.core.errors import MetalabError, first_line
 
 __all__ = ["cli", "main"]
 
@@ -84,7 +84,7 @@ class LazyGroup(click.Group):
         except (MemoryError, RuntimeError) as exc:
             if not _out_of_memory(exc):
                 raise
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             click.echo(f"Error: out of memory (an option asks for too much): {first}", err=True)
             ctx.exit(2)
 

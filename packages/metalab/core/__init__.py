@@ -21,6 +21,7 @@ _EXPORTS = {
         "MetalabError",
         "UnknownNameError",
         "closest_names",
+        "first_line",
     ],
     "device": ["describe_device", "resolve_device"],
     "seeding": ["derive_seed", "make_generator", "seed_everything"],
@@ -91,6 +92,7 @@ __all__ = [
     "evaluate_checks",
     "evaluate_loss",
     "find_spec",
+    "first_line",
     "fit_loglog",
     "git_commit",
     "init_distributed",
@@ -151,6 +153,7 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         MetalabError,
         UnknownNameError,
         closest_names,
+        first_line,
     )
     from metalab.core.figures import plot_curves, plot_heatmap, plot_loglog_fit
     from metalab.core.population import (

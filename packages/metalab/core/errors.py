@@ -17,6 +17,7 @@ __all__ = [
     "MetalabError",
     "UnknownNameError",
     "closest_names",
+    "first_line",
 ]
 
 
@@ -59,3 +60,9 @@ def closest_names(name: str, known: Iterable[str], *, n: int = 3) -> list[str]:
     prefixed = [k for k in known if k.startswith(name) and name]
     close = difflib.get_close_matches(name, known, n=n, cutoff=0.5)
     return list(dict.fromkeys(prefixed + close))[:n]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type name when empty), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -34,11 +34,13 @@ def resolve_runs_root(out: str | os.PathLike[str] | None = None) -> Path:
     Raises:
         MetalabError: the folder is an existing file (checked before any work is done).
     """
-    root = Path(out) if out is not None else Path(os.environ.get(RUNS_ENV) or "runs")
+    if out is not None:
+        root, source = Path(out), "--out"
+    elif os.environ.get(RUNS_ENV):
+        root, source = Path(os.environ[RUNS_ENV]), f"${RUNS_ENV}"
+    else:
+        root, source = Path("runs"), "./runs"
     if root.exists() and not root.is_dir():
-        source = (
-            "--out" if out is not None else f"${RUNS_ENV}" if os.environ.get(RUNS_ENV) else "./runs"
-        )
         raise MetalabError(f"{source} {os.fspath(root)!r} is a file, not a folder")
     return root
 

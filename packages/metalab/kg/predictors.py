@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from metalab.core.errors import ConfigError, UnknownNameError
+from metalab.core.errors import ConfigError, UnknownNameError, first_line
 from metalab.kg.graphs import Vocabulary
 
 __all__ = [
@@ -135,7 +135,7 @@ def build_pykeen_model(
     try:
         return cls(triples_factory=info, loss=loss, random_seed=seed, **kwargs)
     except (TypeError, ValueError, NotImplementedError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ConfigError(f"cannot build pykeen model {config.model!r}: {first}") from None
 
 

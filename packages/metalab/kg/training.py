@@ -27,7 +27,7 @@ import torch
 
 from metalab.core.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from metalab.core.config import build_config
-from metalab.core.errors import ConfigError, MetalabError, UnknownNameError
+from metalab.core.errors import ConfigError, MetalabError, UnknownNameError, first_line
 from metalab.core.progress import progress_enabled
 from metalab.kg.graphs import KnowledgeGraph, Vocabulary
 from metalab.kg.predictors import LinkPredictor, PredictorConfig, build_pykeen_model
@@ -213,7 +213,7 @@ def load_link_predictor(
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         raise MetalabError(
             f"{os.fspath(path / 'weights.pt')}: weights do not match metadata ({first})"
         ) from None

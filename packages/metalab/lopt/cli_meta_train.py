@@ -106,7 +106,7 @@ def meta_train(**kwargs: Any) -> None:
             run=run,
             device=device,
             echo=click.echo,
-            print_every=max(1, kwargs["print_every"]),
+            print_every=kwargs["print_every"],
             command=shlex.join(["metalab", *sys.argv[1:]]),
         )
     click.echo(

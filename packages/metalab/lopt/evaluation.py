@@ -165,6 +165,10 @@ class TunedBaseline(NamedTuple):
     grid_losses: Tensor
     curves: TrainCurves
 
+    def test_at(self, step: int) -> float:
+        """The tuned run's test loss at ``step`` (one of ``curves.eval_steps``)."""
+        return float(self.curves.test[self.best, self.curves.eval_steps.tolist().index(step)])
+
 
 def tune_baseline(
     task: Task,
@@ -250,7 +254,7 @@ def _baseline_result(tuned: TunedBaseline, target: float, steps: int) -> Baselin
     points = tuned.curves.eval_steps.tolist()
     curve = tuned.curves.test[tuned.best].tolist()
     value, censored = speedup(target, points, curve, steps)
-    return BaselineResult(tuned.lr, curve[points.index(steps)], curve, value, censored)
+    return BaselineResult(tuned.lr, tuned.test_at(steps), curve, value, censored)
 
 
 def evaluate_task(

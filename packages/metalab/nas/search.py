@@ -54,14 +54,11 @@ class SearchConfig:
 
 
 def _check(config: SearchConfig) -> None:
-    values = {
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "w_lr": config.w_lr,
-        "alpha_lr": config.alpha_lr,
-    }
     if config.epochs < 0 or config.batch_size < 1 or config.w_lr <= 0 or config.alpha_lr <= 0:
-        got = ", ".join(f"{k} {v}" for k, v in values.items())
+        got = (
+            f"epochs {config.epochs}, batch_size {config.batch_size}, "
+            f"w_lr {config.w_lr}, alpha_lr {config.alpha_lr}"
+        )
         raise ConfigError(
             f"need epochs >= 0, batch_size >= 1 and positive learning rates; got {got}"
         )

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from metalab.core.checkpoint import load_checkpoint, save_checkpoint
-from metalab.core.errors import ConfigError, MetalabError, UnknownNameError
+from metalab.core.errors import ConfigError, MetalabError, UnknownNameError, first_line
 from metalab.net2net.models import Residual
 
 __all__ = ["FORMAT", "build_model", "describe_model", "load_model", "save_model"]
@@ -191,6 +191,6 @@ def load_model(
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         raise MetalabError(f"{where}: weights do not fit the architecture ({first})") from None
     return model.to(map_location), shape

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from metalab.core.errors import MetalabError, UnknownNameError
+from metalab.core.errors import MetalabError, UnknownNameError, first_line
 
 __all__ = [
     "DeepenSite",
@@ -128,7 +128,7 @@ def trace(model: nn.Module) -> fx.Graph:
     try:
         return fx.Tracer().trace(model)
     except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise GrowthRefused(
             f"cannot trace {type(model).__name__} with torch.fx ({first}); Net2Net needs a "
             "static graph to find the layers that consume the grown one"

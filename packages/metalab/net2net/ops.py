@@ -10,7 +10,7 @@ units (``index_select`` / ``index_add``), never a Python loop over them.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast, get_args
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +19,7 @@ from metalab.core.errors import ConfigError
 
 __all__ = [
     "NoiseKind",
+    "check_noise_kind",
     "identity_batchnorm",
     "identity_conv2d",
     "identity_linear",
@@ -28,6 +29,14 @@ __all__ = [
 ]
 
 NoiseKind = Literal["gaussian", "zero_sum"]
+
+
+def check_noise_kind(kind: str) -> NoiseKind:
+    """``kind`` as a :data:`NoiseKind`, or a one-line :class:`ConfigError` naming the choices."""
+    if kind not in get_args(NoiseKind):
+        kinds = " or ".join(repr(k) for k in get_args(NoiseKind))
+        raise ConfigError(f"unknown noise kind: noise_kind must be {kinds}, got {kind!r}")
+    return cast(NoiseKind, kind)
 
 
 def wider_mapping(
@@ -104,8 +113,8 @@ def split_incoming(
             group_sum
             / torch.bincount(index, minlength=old).clamp(min=1).view(shape).to(weight.dtype)
         ).index_select(1, index)
-    elif noise_kind != "gaussian":
-        raise ConfigError(f"unknown noise kind {noise_kind!r}; use 'gaussian' or 'zero_sum'")
+    else:
+        check_noise_kind(noise_kind)
     return widened + perturbation, perturbation
 
 

@@ -63,10 +63,7 @@ def main(specs: list[str]) -> None:
             tuned = tune_baseline(
                 task, adam, ADAM_GRID, STEPS, generator=torch.Generator().manual_seed(seed)
             )
-            column = int((tuned.curves.eval_steps == STEPS).nonzero()[0, 0])
-            ref = float(
-                tuned.curves.test[tuned.best, column]
-            )  # tuned on validation, scored on test
+            ref = tuned.test_at(STEPS)  # tuned on validation, scored on test
             losses = [
                 float(
                     evaluate_thetas(

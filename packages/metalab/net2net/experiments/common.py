@@ -12,7 +12,6 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast, get_args
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +21,6 @@ from metalab.core.errors import ConfigError
 from metalab.core.seeding import derive_seed
 from metalab.core.training import Augment, EpochRecord, accuracy, random_shift, train_supervised
 from metalab.net2net.models import mlp, small_cnn
-from metalab.net2net.ops import NoiseKind
 
 __all__ = [
     "Data",
@@ -76,13 +74,6 @@ class TrainingProtocol:
     def continuation_lr(self) -> float:
         """The first model's last learning rate, at which grown models continue."""
         return self.final_lr if self.final_lr > 0 and self.final_epochs > 0 else self.lr
-
-    def widening_noise_kind(self) -> NoiseKind:
-        """:attr:`noise_kind` checked (a one-line :class:`ConfigError` for anything else)."""
-        if self.noise_kind not in get_args(NoiseKind):
-            kinds = " or ".join(repr(k) for k in get_args(NoiseKind))
-            raise ConfigError(f"noise_kind must be {kinds}, got {self.noise_kind!r}")
-        return cast(NoiseKind, self.noise_kind)
 
 
 @dataclass

@@ -38,7 +38,7 @@ from metalab.net2net.experiments.common import (
     step_lr,
 )
 from metalab.net2net.experiments.runners import reinitialized
-from metalab.net2net.ops import NoiseKind
+from metalab.net2net.ops import NoiseKind, check_noise_kind
 from metalab.net2net.optim import OptimizerState, transfer_optimizer
 from metalab.net2net.report import preservation_error
 from metalab.net2net.transforms import deepen, widen
@@ -146,7 +146,7 @@ def explore(config: RunConfig, run: Run) -> dict[str, Any]:
     p = config.typed(ExploreParams)
     for stage in p.stages:
         parse_stage(stage)
-    p.widening_noise_kind()
+    noise_kind = check_noise_kind(p.noise_kind)
     if p.optimizer_state not in ("carry", "reset"):
         raise ConfigError(f"optimizer_state must be 'carry' or 'reset', got {p.optimizer_state!r}")
     if p.seeds < 1 or p.final_epochs < 0 or p.final_lr < 0:
@@ -161,7 +161,7 @@ def explore(config: RunConfig, run: Run) -> dict[str, Any]:
     paths, scratch_curves, errors, exact_errors = [], [], [], []
     for k in range(p.seeds):
         cfg = config if k == 0 else dataclasses.replace(config, seed=config.seed + k)
-        path, model, noisy, exact = _grown_path(cfg, p, data)
+        path, model, noisy, exact = _grown_path(cfg, p, data, noise_kind)
         errors += noisy
         exact_errors += exact
         scratch = reinitialized(model, seed=cfg.seed, purpose="scratch-init")
@@ -184,7 +184,7 @@ def _mean(curves: list[list[float]]) -> list[float]:
 
 
 def _grown_path(
-    config: RunConfig, p: ExploreParams, data: Data
+    config: RunConfig, p: ExploreParams, data: Data, noise_kind: NoiseKind
 ) -> tuple[_Path, nn.Module, list[float], list[float]]:
     """Train the start model, then grow and train stage by stage; return the path's record."""
     model = init_seeded(
@@ -204,7 +204,7 @@ def _grown_path(
         replay.set_state(gen.get_state())
         exact, _ = _grow(model, stage, 0.0, data, replay)  # same mapping, no noise
         exact_errors.append(preservation_error(model, exact, data.test[0]))
-        grown, report = _grow(model, stage, p.noise, data, gen, p.widening_noise_kind())
+        grown, report = _grow(model, stage, p.noise, data, gen, noise_kind)
         errors.append(preservation_error(model, grown, data.test[0]))
         state: OptimizerState = "carry" if p.optimizer_state == "carry" else "reset"
         optimizer = transfer_optimizer(optimizer, model, grown, report, state=state)

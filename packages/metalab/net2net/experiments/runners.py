@@ -41,6 +41,7 @@ from metalab.net2net.experiments.common import (
     random_pad,
     train_curve,
 )
+from metalab.net2net.ops import check_noise_kind
 from metalab.net2net.report import preservation_error
 from metalab.net2net.transforms import deepen, widen
 
@@ -291,7 +292,7 @@ def wider(config: RunConfig, run: Run) -> dict[str, Any]:
         p.dataset, seed=config.seed, device=config.torch_device, train_examples=p.train_examples
     )
     check_shift(p.shift, data, p.dataset)
-    noise_kind = p.widening_noise_kind()
+    noise_kind = check_noise_kind(p.noise_kind)
     layers = layer_names(p.model, len(p.teacher_widths))
     blocks = {} if p.model == "mlp" else {"out": (data.input_shape[-1] // 2 ** len(layers)) ** 2}
 
