@@ -114,6 +114,41 @@ def test_bad_input_errors_before_any_run_folder(toy_experiments, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"steps": 0}, r"params\.steps must be >= 1, got 0"),
+        ({"lr": float("nan")}, r"params\.lr must be a finite number"),
+        ({"lr": -0.5}, r"params\.lr must be > 0, got -0.5"),
+        ({"steps": "many"}, r"parameter 'steps' is int"),
+    ],
+)
+def test_impossible_override_is_refused_before_the_run_folder(
+    toy_experiments, tmp_path, overrides, message
+):
+    with pytest.raises(ConfigError, match=message):
+        run_spec(find_spec("toy-gd"), device="cpu", overrides=overrides)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_checks_a_hand_edited_config(toy_experiments):
+    outcome = run_spec(find_spec("toy-gd"), device="cpu", overrides={"steps": 1})
+    config_path = outcome.run_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    config["params"]["steps"] = -3
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"params\.steps must be >= 1"):
+        run_spec(find_spec("toy-gd"), resume=outcome.run_dir)
+
+
+def test_resume_of_another_commands_folder_says_so(toy_experiments, tmp_path):
+    folder = tmp_path / "meta-train-run"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"arch": "mlp", "steps": 3}))
+    with pytest.raises(ConfigError, match=r"is not a run of 'toy-gd'.*not an experiment's"):
+        run_spec(find_spec("toy-gd"), resume=folder)
+
+
 def test_unimportable_runner_names_file_and_field(tmp_path):
     path = write_toy(tmp_path, runner="no_such_function")
     with pytest.raises(

@@ -3,7 +3,15 @@ from typing import Any, Literal, Optional
 
 import pytest
 
-from metalab.core.config import build_config, config_to_dict
+from metalab.core.config import (
+    at_least,
+    build_config,
+    config_to_dict,
+    fraction,
+    non_negative,
+    nonempty,
+    positive,
+)
 from metalab.core.errors import ConfigError, MetalabError
 
 
@@ -199,3 +207,40 @@ def test_config_to_dict_round_trips():
     assert plain["widths"] == [1]
     plain.pop("counter")
     assert build_config(Config, plain) == config
+
+
+@dataclass
+class Bounded:
+    steps: int = at_least(1, 10)
+    lr: float = positive(0.1)
+    momentum: float = fraction(0.9)
+    noise: float = non_negative(0.0)
+    widths: list[int] = nonempty(lambda: [8], ge=1)
+    clip: float | None = None
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"steps": 0}, r"params\.steps must be >= 1, got 0"),
+        ({"lr": 0}, r"params\.lr must be > 0, got 0"),
+        ({"momentum": 1.5}, r"params\.momentum must be <= 1, got 1.5"),
+        ({"noise": -0.01}, r"params\.noise must be >= 0, got -0.01"),
+        ({"widths": []}, r"params\.widths must not be empty"),
+        ({"widths": [8, 0]}, r"params\.widths\[1\] must be >= 1, got 0"),
+        ({"lr": float("inf")}, r"params\.lr must be a finite number, got inf"),
+        ({"momentum": float("nan")}, r"params\.momentum must be a finite number"),
+        ({"clip": float("nan")}, r"params\.clip must be float \| None"),
+    ],
+)
+def test_bounds_and_finiteness_are_checked(values, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config(Bounded, values)
+
+
+def test_values_on_the_bounds_are_accepted():
+    config = build_config(
+        Bounded, {"steps": 1, "momentum": 1, "noise": 0, "widths": [1], "clip": 2}
+    )
+    assert (config.steps, config.momentum, config.noise, config.widths) == (1, 1.0, 0.0, [1])
+    assert build_config(Bounded, {}).widths == [8]

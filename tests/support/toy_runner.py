@@ -8,17 +8,20 @@ from dataclasses import dataclass
 import torch
 
 from metalab.core import Run, RunConfig
+from metalab.core.claims import runner_params
+from metalab.core.config import at_least, positive
 
 
 @dataclass
 class ToyParams:
-    steps: int = 20
-    lr: float = 0.1
+    steps: int = at_least(1, 20)
+    lr: float = positive(0.1)
     target: float = 3.0
     crash_at: int = -1
     method: str = "gd"
 
 
+@runner_params(ToyParams)
 def gradient_descent(config: RunConfig, run: Run) -> dict[str, float]:
     """Minimize (x - target)^2 by gradient descent from a seeded start; resumable."""
     p = config.typed(ToyParams)

@@ -57,7 +57,14 @@ _EXPORTS = {
     ],
     "config": ["build_config", "config_to_dict"],
     "specs": ["Check", "Spec", "discover_specs", "find_spec", "load_spec", "resolve_params"],
-    "claims": ["CheckResult", "Outcome", "RunConfig", "evaluate_checks", "run_spec"],
+    "claims": [
+        "CheckResult",
+        "Outcome",
+        "RunConfig",
+        "evaluate_checks",
+        "run_spec",
+        "runner_params",
+    ],
     "environment": ["environment_info", "git_commit"],
 }
 
@@ -114,6 +121,7 @@ __all__ = [
     "resolve_params",
     "resolve_runs_root",
     "run_spec",
+    "runner_params",
     "save_checkpoint",
     "seed_everything",
     "shard_range",
@@ -132,7 +140,14 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         load_checkpoint,
         save_checkpoint,
     )
-    from metalab.core.claims import CheckResult, Outcome, RunConfig, evaluate_checks, run_spec
+    from metalab.core.claims import (
+        CheckResult,
+        Outcome,
+        RunConfig,
+        evaluate_checks,
+        run_spec,
+        runner_params,
+    )
     from metalab.core.config import build_config, config_to_dict
     from metalab.core.device import describe_device, resolve_device
     from metalab.core.distributed import (

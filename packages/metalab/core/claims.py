@@ -26,10 +26,33 @@ from metalab.core.runs import Run
 from metalab.core.seeding import make_generator, seed_everything
 from metalab.core.specs import Check, Spec, resolve_params
 
-__all__ = ["CheckResult", "Outcome", "RunConfig", "evaluate_checks", "load_runner", "run_spec"]
+__all__ = [
+    "CheckResult",
+    "Outcome",
+    "RunConfig",
+    "evaluate_checks",
+    "load_runner",
+    "run_spec",
+    "runner_params",
+]
 
 T = TypeVar("T")
 Runner = Callable[["RunConfig", Run], Mapping[str, Any]]
+_PARAMS_ATTR = "params_class"
+
+
+def runner_params(params_class: type) -> Callable[[Runner], Runner]:
+    """Declare the dataclass a runner reads its ``params`` into.
+
+    :func:`run_spec` builds it before it creates the run folder, so an unknown key or an
+    impossible value (``--set outer_steps=0``) is refused up front and leaves nothing behind.
+    """
+
+    def declare(runner: Runner) -> Runner:
+        setattr(runner, _PARAMS_ATTR, params_class)
+        return runner
+
+    return declare
 
 
 @dataclass(frozen=True)
@@ -151,8 +174,10 @@ def run_spec(
             raise ConfigError("--resume reuses the run's stored config; drop --set/--seed")
         run = Run.open(resume)
         config = _stored_config(run, spec)
+        _check_params(runner, config.params)
     else:
         params = resolve_params(spec, quick=quick, smoke=smoke, overrides=overrides)
+        _check_params(runner, params)
         resolved = resolve_device(device)
         config = RunConfig(
             spec.name, params, spec.seed if seed is None else seed, str(resolved), quick or smoke
@@ -162,10 +187,22 @@ def run_spec(
         return _execute(spec, runner, config, run)
 
 
+def _check_params(runner: Runner, params: Mapping[str, Any]) -> None:
+    params_class = getattr(runner, _PARAMS_ATTR, None)
+    if params_class is not None:
+        build_config(params_class, params, where="params")
+
+
 def _stored_config(run: Run, spec: Spec) -> RunConfig:
     stored = run.config
-    if stored.get("name") != spec.name:
-        raise ConfigError(f"{run.dir} is a run of {stored.get('name')!r}, not {spec.name!r}")
+    name = stored.get("name")
+    if not isinstance(name, str) or not {"params", "seed", "device"} <= stored.keys():
+        raise ConfigError(
+            f"{run.dir} is not a run of {spec.name!r}: its config.json is not an experiment's"
+            " (made by another command?)"
+        )
+    if name != spec.name:
+        raise ConfigError(f"{run.dir} is a run of {name!r}, not {spec.name!r}")
     resolve_device(stored["device"])  # the device must still exist
     return RunConfig(
         stored["name"],

@@ -2,21 +2,116 @@
 
 gin-style string bindings fail silently on a misspelling; a dataclass built by
 :func:`build_config` names the bad key, lists the valid ones and checks each value's type.
+Numbers must be finite, and a field declared with :func:`bounded` (or one of its
+shorthands) also checks its range, so ``--set outer_steps=0`` is refused before a run
+starts instead of failing (or silently doing nothing) inside it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from metalab.core.errors import ConfigError, closest_names
 
-__all__ = ["build_config", "config_to_dict"]
+__all__ = [
+    "Bounds",
+    "at_least",
+    "bounded",
+    "build_config",
+    "config_to_dict",
+    "fraction",
+    "non_negative",
+    "nonempty",
+    "positive",
+]
 
 T = TypeVar("T")
+_BOUNDS_KEY = "metalab.bounds"
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The range a numeric field (or every number in a list field) must lie in.
+
+    ``nonempty`` asks a list or string field for at least one item.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    nonempty: bool = False
+
+    def check(self, value: Any, where: str) -> None:
+        """Raise :class:`ConfigError` naming ``where`` when ``value`` is out of range."""
+        if self.nonempty and isinstance(value, (list, tuple, str)) and len(value) == 0:
+            raise ConfigError(f"{where} must not be empty")
+        if isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                self.check(item, f"{where}[{i}]")
+            return
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return
+        for limit, holds, words in (
+            (self.ge, lambda v, x: v >= x, ">="),
+            (self.gt, lambda v, x: v > x, ">"),
+            (self.le, lambda v, x: v <= x, "<="),
+            (self.lt, lambda v, x: v < x, "<"),
+        ):
+            if limit is not None and not holds(value, limit):
+                raise ConfigError(f"{where} must be {words} {_number(limit)}, got {value!r}")
+
+
+def bounded(
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    nonempty: bool = False,
+) -> Any:
+    """A dataclass field whose value :func:`build_config` checks against these bounds."""
+    bounds = Bounds(ge=ge, gt=gt, le=le, lt=lt, nonempty=nonempty)
+    metadata = {_BOUNDS_KEY: bounds}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def positive(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """A field that must be > 0 (a rate, a scale, a count that cannot be zero)."""
+    return bounded(default, gt=0, **kwargs)
+
+
+def at_least(minimum: float, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """A field that must be >= ``minimum`` (``at_least(1, 100)``: a count of at least 1)."""
+    return bounded(default, ge=minimum, **kwargs)
+
+
+def non_negative(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """A field that must be >= 0 (a noise level, a weight decay, an optional count)."""
+    return bounded(default, ge=0, **kwargs)
+
+
+def fraction(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """A field in [0, 1] (a momentum, a share, a probability)."""
+    return bounded(default, ge=0, le=1, **kwargs)
+
+
+def nonempty(default_factory: Callable[[], Any], **kwargs: Any) -> Any:
+    """A list field that needs at least one item (bounds, if given, apply to each item)."""
+    return bounded(default_factory=default_factory, nonempty=True, **kwargs)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
 
 
 def build_config(cls: type[T], values: Mapping[str, Any], *, where: str = "params") -> T:
@@ -45,6 +140,9 @@ def build_config(cls: type[T], values: Mapping[str, Any], *, where: str = "param
     for name, field in fields.items():
         if name in values:
             kwargs[name] = _coerce(values[name], hints[name], f"{where}.{name}")
+            bounds = field.metadata.get(_BOUNDS_KEY)
+            if bounds is not None:
+                bounds.check(kwargs[name], f"{where}.{name}")
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing key {where}.{name}")
     return cls(**kwargs)
@@ -107,6 +205,8 @@ def _coerce_sequence(value: Any, hint: Any, where: str) -> Any:
 
 def _coerce_scalar(value: Any, hint: Any, where: str) -> Any:
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
