@@ -92,6 +92,14 @@ def test_malformed_table_entries_are_named(tmp_path):
     assert not (tmp_path / "m.json").exists()
 
 
+def test_a_folder_given_as_table_is_named_as_a_folder(tmp_path, monkeypatch):
+    (tmp_path / "adir").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for given in ("adir", str(tmp_path / "adir")):
+        line = _one_error_line(_run("nas", "bench", "show", given))
+        assert line == f"Error: {given!r} is a folder; give a table's JSON file or a space name"
+
+
 def test_ntk_spectrum_default_top_fits_few_points():
     result = _run("ntk", "spectrum", "--points", "12", "--width", "32", "--device", "cpu")
     assert result.exit_code == 0, result.output

@@ -95,6 +95,26 @@ def test_bad_inputs_are_one_line_errors(hand_folder: Path, tmp_path: Path) -> No
     _one_line_error(_run("train", "--dataset", "nations", "--device", "cuda:7"), "cuda")
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--splits", ""], "no split to generate; name at least one of train, valid, test"),
+        (["--splits", " , "], "no split to generate"),
+        (["--structures", ""], "no query structure to generate"),
+        (["--max-attempts", "0"], "max_attempts must be >= 1, got 0"),
+    ],
+)
+def test_generate_with_nothing_to_do_is_refused(
+    hand_folder: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = tmp_path / "q"
+    _one_line_error(
+        _run("queries", "generate", "--dataset", str(hand_folder), "--out", str(out), *args),
+        message,
+    )
+    assert not out.exists()
+
+
 def test_broken_query_line_names_file_and_line(hand_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "q"
     _run(

@@ -287,6 +287,8 @@ def _root(args):
         (["--tasks", "mlp-digit"], "did you mean mlp-digits"),
         (["--arch", "mpl"], "mlp"),
         (["--pairs", "0"], "pairs must be >= 1"),
+        (["--val-every", "0"], "val_every must be >= 1, got 0"),
+        (["--grad-clip", "-1"], "grad_clip must be > 0 (or unset: no clipping), got -1.0"),
         (["--min-horizon", "50", "--max-horizon", "10"], "max_horizon 10 < min_horizon 50"),
         (["--outer", "sgd"], "outer must be 'adam' or 'learned:PATH'"),
         (["--outer", "learned:/nonexistent.pt", "--steps", "1"], "do not exist"),
@@ -312,6 +314,16 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert "Traceback" not in result.output and result.output.count("\n") == 1, result.output
     assert message in result.output, result.output
     assert not (tmp_path / "lopt-meta-train").exists()  # nothing created on bad input
+
+
+def test_cli_refuses_an_outer_optimizer_file_that_is_not_weights(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not weights")
+    result = _root(["--outer", f"learned:{text}", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output, result.output
+    assert str(text) in result.output, result.output
+    assert not (tmp_path / "runs").exists()
 
 
 def test_cli_trains_and_resumes(tmp_path):

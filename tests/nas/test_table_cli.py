@@ -105,6 +105,21 @@ def test_build_is_resumable_and_trains_each_distinct_cell_once(tmp_path):
         build_table(space, tmp_path / "u.json", recipe=recipe, seeds=[0], cells=[a])
 
 
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"epochs": 0}, "recipe.epochs must be >= 1, got 0"),
+        ({"channels": 0}, "recipe.channels must be >= 1"),
+        ({"lr": float("nan")}, "recipe.lr must be a finite number > 0"),
+        ({"momentum": 1.0}, r"recipe.momentum must be in \[0, 1\)"),
+        ({"weight_decay": -1e-4}, "recipe.weight_decay must be >= 0"),
+    ],
+)
+def test_a_recipe_that_cannot_train_is_refused(change, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainRecipe(**change)
+
+
 def test_train_cell_is_deterministic_per_seed():
     space = make_space("skip-conv3")
     cell = space.parse(ALL_SKIP)

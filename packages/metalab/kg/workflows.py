@@ -6,7 +6,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
-from metalab.core.errors import UnknownNameError
+from metalab.core.errors import ConfigError, UnknownNameError
 from metalab.core.seeding import make_generator
 from metalab.kg.generation import generate_queries
 from metalab.kg.graphs import SPLITS, KnowledgeGraph
@@ -32,9 +32,15 @@ def generate_query_set(
     Each split draws from its own stream ``make_generator(seed, "queries/<split>")``, so
     the test queries do not depend on whether valid queries were generated too.
     """
+    if not splits:
+        raise ConfigError(f"no split to generate; name at least one of {', '.join(SPLITS)}")
     for split in splits:
         if split not in SPLITS:
             raise UnknownNameError("split", split, SPLITS)
+    if structures is not None and not structures:
+        raise ConfigError("no query structure to generate; name at least one, or 'all'")
+    if max_attempts is not None and max_attempts < 1:
+        raise ConfigError(f"max_attempts must be >= 1, got {max_attempts}")
     result, generation = {}, {}
     for split in splits:
         queries, report = generate_queries(

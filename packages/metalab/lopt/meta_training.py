@@ -103,20 +103,28 @@ class MetaTrainConfig:
         """Raise :class:`ConfigError` (one line) on an impossible setting."""
         if self.estimator not in ESTIMATORS:
             raise UnknownNameError("estimator", self.estimator, ESTIMATORS)
-        for name in ("steps", "pairs", "truncation", "min_horizon", "checkpoint_every"):
+        for name in (
+            "steps",
+            "pairs",
+            "truncation",
+            "min_horizon",
+            "val_every",
+            "checkpoint_every",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_horizon < self.min_horizon:
             raise ConfigError(f"max_horizon {self.max_horizon} < min_horizon {self.min_horizon}")
         if not (self.sigma > 0 and self.outer_lr > 0 and self.loss_clip > 0):
             raise ConfigError("sigma, outer_lr and loss_clip must be > 0")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(
+                f"grad_clip must be > 0 (or unset: no clipping), got {self.grad_clip}"
+            )
         if self.objective not in OBJECTIVES:
             raise UnknownNameError("objective", self.objective, OBJECTIVES)
         check_init(self.init, self.arch)
-        if self.outer != "adam" and not self.outer.startswith("learned:"):
-            raise ConfigError(f"outer must be 'adam' or 'learned:PATH', got {self.outer!r}")
-        if self.outer.startswith("learned:") and not Path(self.outer[8:]).is_file():
-            raise ConfigError(f"outer learned optimizer weights {self.outer[8:]!r} do not exist")
+        check_outer(self.outer)
 
 
 @dataclass
@@ -182,15 +190,26 @@ def build_estimator(config: MetaTrainConfig) -> GradientEstimator:
     )
 
 
+def check_outer(spec: str) -> None:
+    """``adam``, or ``learned:PATH`` naming a readable learned-optimizer weights file."""
+    if spec != "adam" and not spec.startswith("learned:"):
+        raise ConfigError(f"outer must be 'adam' or 'learned:PATH', got {spec!r}")
+    if spec.startswith("learned:"):
+        if not Path(spec[8:]).is_file():
+            raise ConfigError(f"outer learned optimizer weights {spec[8:]!r} do not exist")
+        from metalab.lopt.weights import load_weights
+
+        load_weights(spec[8:])  # a file that is not a weights file fails here, not mid-run
+
+
 def make_outer_optimizer(spec: str, param: nn.Parameter, *, lr: float) -> torch.optim.Optimizer:
     """``adam`` → ``Adam(lr)``; ``learned:PATH`` → the learned optimizer saved at ``PATH``."""
+    check_outer(spec)
     if spec == "adam":
         return torch.optim.Adam([param], lr=lr)
-    if spec.startswith("learned:"):
-        from metalab.lopt.optimizer import LearnedOptimizer
+    from metalab.lopt.optimizer import LearnedOptimizer
 
-        return LearnedOptimizer([param], weights=spec.split(":", 1)[1])
-    raise ConfigError(f"outer must be 'adam' or 'learned:PATH', got {spec!r}")
+    return LearnedOptimizer([param], weights=spec.split(":", 1)[1])
 
 
 def meta_train_lopt(

@@ -11,6 +11,7 @@ and resumes where it stopped. :mod:`metalab.nas.table` reads the file.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,6 +48,18 @@ class TrainRecipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        """A recipe that cannot train (no epochs, no channels) would write untrained cells."""
+        for name in ("channels", "n_cells", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"recipe.{name} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"recipe.lr must be a finite number > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"recipe.momentum must be in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"recipe.weight_decay must be >= 0, got {self.weight_decay}")
 
 
 @dataclass(frozen=True)

@@ -234,6 +234,8 @@ def load_table(name_or_path: str | Path) -> BenchTable:
     shipped = shipped_table_path(text) if "/" not in text and not text.endswith(".json") else None
     if shipped is not None and shipped.is_file():
         return BenchTable.load(shipped)
+    if Path(text).is_dir():
+        raise MetalabError(f"{text!r} is a folder; give a table's JSON file or a space name")
     if Path(text).is_file() or shipped is None:
         return BenchTable.load(text)
     available = sorted(p.stem for p in shipped.parent.glob("*.json"))
