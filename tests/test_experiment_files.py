@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from metalab.core.claims import run_spec
-from metalab.core.specs import Spec, discover_specs
+from metalab.core.claims import load_runner, run_spec
+from metalab.core.config import build_config
+from metalab.core.specs import Spec, discover_specs, resolve_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,6 +38,15 @@ def test_spec_runs_at_smoke_scale_and_reports_every_checked_metric(
     missing = [c.metric for c in spec.checks if c.metric not in outcome.metrics]
     assert not missing, f"{spec.name} did not report {missing}"
     assert (outcome.run_dir / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+def test_runner_declares_its_params_and_every_scale_satisfies_them(spec: Spec) -> None:
+    """``run_spec`` can refuse an impossible ``--set`` before it makes a run folder."""
+    params_class = getattr(load_runner(spec), "params_class", None)
+    assert params_class is not None, f"{spec.runner} needs @runner_params(...)"
+    for scale in ({}, {"quick": True}, {"smoke": True}):
+        build_config(params_class, resolve_params(spec, **scale))
 
 
 def test_every_experiment_folder_is_covered() -> None:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from metalab.core.claims import run_spec
+from metalab.core.errors import ConfigError
 from metalab.core.specs import load_spec
 from metalab.lopt.hyperparams import ManyHyperparamsSystem, random_box
 
@@ -66,9 +67,6 @@ def test_repeats_report_means_standard_errors_and_pes_win_fraction(tmp_path):
 
 def test_zero_repeats_is_a_config_error(tmp_path):
     spec = load_spec(SPEC, kind="experiments")
-    outcome = run_spec(
-        spec, quick=True, smoke=True, overrides={"repeats": 0}, device="cpu", out=tmp_path
-    )
-    assert outcome.error is not None
-    assert outcome.error_is_input
-    assert "repeats" in outcome.error
+    with pytest.raises(ConfigError, match=r"params\.repeats must be >= 1, got 0"):
+        run_spec(spec, quick=True, smoke=True, overrides={"repeats": 0}, device="cpu", out=tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from metalab.core.claims import RunConfig
+from metalab.core.claims import RunConfig, runner_params
+from metalab.core.config import at_least, non_negative, nonempty
 from metalab.core.figures import plot_curves
 from metalab.core.runs import Run
 
@@ -61,15 +62,16 @@ class ExactVsBeamParams:
     """Parameters of ``cqd-exact-vs-beam``."""
 
     dataset: str = "umls"
-    dim: int = 200
-    epochs: int = 100
-    per_structure: int = 100
-    structures: list[str] = field(default_factory=lambda: list(_POSITIVE))
-    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    dim: int = at_least(1, 200)
+    epochs: int = at_least(1, 100)
+    per_structure: int = at_least(1, 100)
+    structures: list[str] = nonempty(lambda: list(_POSITIVE))
+    ks: list[int] = nonempty(lambda: [1, 2, 4, 8, 16, 32, 64], ge=1)
     tnorm: str = "product"
-    threads: int = 1
+    threads: int = non_negative(1)  # torch threads while training; 0 = torch default
 
 
+@runner_params(ExactVsBeamParams)
 def exact_vs_beam(config: RunConfig, run: Run) -> dict[str, float]:
     """Exact max-product inference vs CQD-Beam: objective gap and MRR as k grows.
 
@@ -136,17 +138,15 @@ class StructuresParams:
     """Parameters of ``cqd-structures``."""
 
     dataset: str = "umls"
-    dim: int = 200
-    epochs: int = 100
-    per_structure: int = 100
-    structures: list[str] = field(
-        default_factory=lambda: ["1p", "2p", "3p", "2i", "3i", "ip", "pi", "2u", "up"]
-    )
-    k: int = 16
-    co_steps: int = 1000
-    co_regularizer: float = 0.01
+    dim: int = at_least(1, 200)
+    epochs: int = at_least(1, 100)
+    per_structure: int = at_least(1, 100)
+    structures: list[str] = nonempty(lambda: ["1p", "2p", "3p", "2i", "3i", "ip", "pi", "2u", "up"])
+    k: int = at_least(1, 16)
+    co_steps: int = at_least(1, 1000)
+    co_regularizer: float = non_negative(0.01)
     tnorm: str = "product"
-    threads: int = 1
+    threads: int = non_negative(1)  # torch threads while training; 0 = torch default
 
 
 def last_atom_baseline(predictor: Any, trees: list[Any]) -> torch.Tensor:
@@ -162,6 +162,7 @@ def last_atom_baseline(predictor: Any, trees: list[Any]) -> torch.Tensor:
     return torch.stack(rows)
 
 
+@runner_params(StructuresParams)
 def structures(config: RunConfig, run: Run) -> dict[str, float]:
     """Per-structure MRR of CQD-Beam, CQD-CO and exact inference vs a structure-blind baseline.
 
@@ -211,14 +212,15 @@ class ExplanationsParams:
     """Parameters of ``cqd-explanations``."""
 
     dataset: str = "umls"
-    dim: int = 200
-    epochs: int = 100
-    per_structure: int = 50
-    structures: list[str] = field(default_factory=lambda: ["2p", "3p", "ip", "pi", "up"])
-    k: int = 16
-    examples: int = 5
+    dim: int = at_least(1, 200)
+    epochs: int = at_least(1, 100)
+    per_structure: int = at_least(1, 50)
+    structures: list[str] = nonempty(lambda: ["2p", "3p", "ip", "pi", "up"])
+    k: int = at_least(1, 16)
+    examples: int = non_negative(5)  # explanations written to examples.txt; 0 = none
 
 
+@runner_params(ExplanationsParams)
 def explanations(config: RunConfig, run: Run) -> dict[str, float]:
     """Explanations of CQD-Beam's hard answers: how many rest on a predicted (missing) link.
 

@@ -6,7 +6,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from metalab.core.claims import RunConfig
+from metalab.core.claims import RunConfig, runner_params
+from metalab.core.config import at_least, non_negative, nonempty, positive
 from metalab.core.figures import plot_curves
 from metalab.core.runs import Run
 
@@ -17,19 +18,20 @@ __all__ = ["LinkPredictionParams", "link_prediction"]
 class LinkPredictionParams:
     """Parameters of ``kg-link-prediction`` (defaults: CQD's ComplEx-N3 recipe at dim 200)."""
 
-    datasets: list[str] = field(default_factory=lambda: ["umls", "kinships", "nations"])
+    datasets: list[str] = nonempty(lambda: ["umls", "kinships", "nations"])
     model: str = "complex"
-    dim: int = 200
-    epochs: int = 100
-    batch_size: int = 500
-    lr: float = 0.1
-    regularizer_weight: float = 0.005
-    init_std: float = 1e-3
-    threads: int = 1  # torch threads while training; 0 = torch default
-    eval_batch_size: int = 256
+    dim: int = at_least(1, 200)
+    epochs: int = at_least(1, 100)
+    batch_size: int = at_least(1, 500)
+    lr: float = positive(0.1)
+    regularizer_weight: float = non_negative(0.005)
+    init_std: float = positive(1e-3)
+    threads: int = non_negative(1)  # torch threads while training; 0 = torch default
+    eval_batch_size: int = at_least(1, 256)
     targets: dict[str, float] = field(default_factory=dict)
 
 
+@runner_params(LinkPredictionParams)
 def link_prediction(config: RunConfig, run: Run) -> dict[str, float]:
     """Train the CQD link predictor on each dataset and report filtered test MRR/Hits.
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from metalab.core import Run, RunConfig
+from metalab.core.claims import runner_params
+from metalab.core.config import at_least, nonempty, positive
 from metalab.core.figures import plot_curves
 from metalab.lopt.experiments_toy import _estimator, _train_method, parse_method, single_thread
 from metalab.lopt.systems import UnrolledSystem
@@ -32,19 +34,20 @@ __all__ = ["LRScheduleParams", "LoptMLPParams", "lopt_mlp", "lr_schedule"]
 class LoptMLPParams:
     """Meta-training setup (learned_optimization-style: σ = 0.01, Adam on θ)."""
 
-    horizon: int = 200
-    hidden: int = 32
+    horizon: int = at_least(1, 200)
+    hidden: int = at_least(1, 32)
     init_scale: float = 1.0
-    pairs: int = 32
-    sigma: float = 0.01
-    outer_steps: int = 2000
-    outer_lr: float = 3e-3
-    methods: list[str] = field(default_factory=lambda: ["pes:10", "truncated-es:10"])
-    loss_clip: float = 10.0
-    eval_episodes: int = 16
-    log_every: int = 10
+    pairs: int = at_least(1, 32)
+    sigma: float = positive(0.01)
+    outer_steps: int = at_least(1, 2000)
+    outer_lr: float = positive(3e-3)
+    methods: list[str] = nonempty(lambda: ["pes:10", "truncated-es:10"])
+    loss_clip: float = positive(10.0)
+    eval_episodes: int = at_least(1, 16)
+    log_every: int = at_least(1, 10)
 
 
+@runner_params(LoptMLPParams)
 def lopt_mlp(config: RunConfig, run: Run) -> dict[str, float]:
     """Meta-train with each method; report each optimizer's meta-loss and the initial one's."""
     p = config.typed(LoptMLPParams)
@@ -126,19 +129,20 @@ def _lopt_method(
 class LRScheduleParams:
     """Sec. 5.3 setup: SGD-momentum MLP on MNIST, inverse-time-decay schedule, σ = 0.1."""
 
-    horizon: int = 5000
-    sizes: list[int] = field(default_factory=lambda: [784, 100, 100, 10])
-    batch_size: int = 100
-    pairs: int = 500
-    sigma: float = 0.1
-    truncation: int = 10
-    outer_steps: int = 1000
-    outer_lr: float = 1e-2
-    objectives: list[str] = field(default_factory=lambda: ["train-loss", "val-error"])
-    methods: list[str] = field(default_factory=lambda: ["pes", "truncated-es"])
-    eval_episodes: int = 4
+    horizon: int = at_least(1, 5000)
+    sizes: list[int] = nonempty(lambda: [784, 100, 100, 10], ge=1)
+    batch_size: int = at_least(1, 100)
+    pairs: int = at_least(1, 500)
+    sigma: float = positive(0.1)
+    truncation: int = at_least(1, 10)
+    outer_steps: int = at_least(1, 1000)
+    outer_lr: float = positive(1e-2)
+    objectives: list[str] = nonempty(lambda: ["train-loss", "val-error"])
+    methods: list[str] = nonempty(lambda: ["pes", "truncated-es"])
+    eval_episodes: int = at_least(1, 4)
 
 
+@runner_params(LRScheduleParams)
 def lr_schedule(config: RunConfig, run: Run) -> dict[str, float]:
     """Tune ``(θ0, θ1)`` of ``lr_t = e^{θ0}/(1 + t/5000)^{e^{θ1}}`` with PES and truncated ES.
 

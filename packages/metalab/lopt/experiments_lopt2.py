@@ -34,6 +34,8 @@ from torch import Tensor
 
 from metalab.core import Run, RunConfig
 from metalab.core.checkpoint import atomic_write_json
+from metalab.core.claims import runner_params
+from metalab.core.config import at_least, nonempty, positive
 from metalab.core.figures import plot_curves
 from metalab.lopt.experiments_toy import single_thread
 from metalab.lopt.interfaces import LossFeatures, OptimizerArch, Task
@@ -58,16 +60,16 @@ class MetaParams:
 
     tasks: str = "mixed"
     estimator: str = "pes"
-    steps: int = 2000
-    pairs: int = 16
-    sigma: float = 0.01
-    truncation: int = 10
-    min_horizon: int = 50
-    max_horizon: int = 500
-    val_every: int = 1
-    outer_lr: float = 3e-3
-    loss_clip: float = 10.0
-    checkpoint_every: int = 50
+    steps: int = at_least(1, 2000)
+    pairs: int = at_least(1, 16)
+    sigma: float = positive(0.01)
+    truncation: int = at_least(1, 10)
+    min_horizon: int = at_least(1, 50)
+    max_horizon: int = at_least(1, 500)
+    val_every: int = at_least(1, 1)
+    outer_lr: float = positive(3e-3)
+    loss_clip: float = positive(10.0)
+    checkpoint_every: int = at_least(1, 50)
 
     def config(self, arch: str, *, seed: int, outer: str = "adam") -> MetaTrainConfig:
         """The :class:`MetaTrainConfig` for ``arch`` (everything else from these settings)."""
@@ -83,10 +85,10 @@ class HeldoutParams:
     """
 
     tasks: str = ""
-    steps: int = 500
-    seeds: int = 4
-    val_every: int = 1
-    loss_clip: float = 10.0
+    steps: int = at_least(1, 500)
+    seeds: int = at_least(1, 4)
+    val_every: int = at_least(1, 1)
+    loss_clip: float = positive(10.0)
 
 
 def _sub_run(run: Run, label: str, config: dict[str, Any]) -> Run:
@@ -230,12 +232,13 @@ def _held_out(family: str, heldout: HeldoutParams, device: torch.device) -> list
 class ArchCompareParams:
     """``lopt-hierarchical-vs-mlp``: archs meta-trained at equal compute, then scored."""
 
-    archs: list[str] = field(default_factory=lambda: ["mlp", "hierarchical"])
+    archs: list[str] = nonempty(lambda: ["mlp", "hierarchical"])
     meta: MetaParams = field(default_factory=MetaParams)
     heldout: HeldoutParams = field(default_factory=HeldoutParams)
     score_init: bool = True
 
 
+@runner_params(ArchCompareParams)
 def hierarchical_vs_mlp(config: RunConfig, run: Run) -> dict[str, float]:
     """Meta-train each arch identically; compare mean held-out log test loss (Metz 2020)."""
     from metalab.lopt.arch_registry import make_arch
@@ -322,11 +325,12 @@ class SelfTrainingParams:
 
     arch: str = "mlp"
     outer_weights: str = "default"
-    adam_lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2])
+    adam_lrs: list[float] = nonempty(lambda: [1e-3, 3e-3, 1e-2], gt=0)
     meta: MetaParams = field(default_factory=lambda: MetaParams(tasks="mlp-digits"))
     heldout: HeldoutParams = field(default_factory=HeldoutParams)
 
 
+@runner_params(SelfTrainingParams)
 def self_training(config: RunConfig, run: Run) -> dict[str, float]:
     """Meta-train a fresh optimizer with Adam and with a learned optimizer as the outer loop."""
     from metalab.lopt.arch_registry import make_arch

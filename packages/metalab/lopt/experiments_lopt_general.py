@@ -25,13 +25,15 @@ import functools
 import json
 import math
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from metalab.core import Run, RunConfig
+from metalab.core.claims import runner_params
+from metalab.core.config import at_least, bounded, non_negative, nonempty
 from metalab.core.errors import ConfigError
 from metalab.core.figures import plot_curves
 from metalab.lopt.evaluation import (
@@ -75,14 +77,15 @@ class BaselinesParams:
 
     weights: str = "default"
     tasks: str = "held-out"
-    steps: int = 1000
-    baselines: list[str] = field(default_factory=lambda: ["adam", "sgdm"])
-    adam_grid: list[float] = field(default_factory=list)
-    sgdm_grid: list[float] = field(default_factory=list)
-    horizon_factor: float = 2.0
-    eval_every: int = 0
+    steps: int = at_least(1, 1000)
+    baselines: list[str] = nonempty(lambda: ["adam", "sgdm"])
+    adam_grid: list[float] = bounded(default_factory=list, gt=0)  # empty: the default grid
+    sgdm_grid: list[float] = bounded(default_factory=list, gt=0)  # empty: the default grid
+    horizon_factor: float = at_least(1, 2.0)
+    eval_every: int = non_negative(0)  # 0: about 20 evaluations per run
 
 
+@runner_params(BaselinesParams)
 def vs_tuned_baselines(config: RunConfig, run: Run) -> dict[str, float]:
     """Untuned learned optimizer vs per-task tuned Adam / SGD-momentum on held-out tasks."""
     from metalab.lopt.task_families import task_set
@@ -235,18 +238,19 @@ class BatchSizeParams:
     """``lopt-batch-size-adaptation`` settings (the task is an MLP on each dataset)."""
 
     weights: str = "default"
-    datasets: list[str] = field(default_factory=lambda: ["digits", "mnist"])
-    width: int = 96
-    depth: int = 1
+    datasets: list[str] = nonempty(lambda: ["digits", "mnist"])
+    width: int = at_least(1, 96)
+    depth: int = non_negative(1)  # 0: a linear classifier
     activation: str = "relu"
-    batch_sizes: list[int] = field(default_factory=lambda: [8, 32, 128, 512])
-    reference_batch: int = 32
-    steps: int = 1000
-    adam_grid: list[float] = field(default_factory=list)
-    val_every: int = 1
+    batch_sizes: list[int] = nonempty(lambda: [8, 32, 128, 512], ge=1)
+    reference_batch: int = at_least(1, 32)
+    steps: int = at_least(1, 1000)
+    adam_grid: list[float] = bounded(default_factory=list, gt=0)  # empty: the default grid
+    val_every: int = at_least(1, 1)
     control: bool = True
 
 
+@runner_params(BatchSizeParams)
 def batch_size_adaptation(config: RunConfig, run: Run) -> dict[str, float]:
     """Effective step size and final loss vs batch size: learned, fixed-lr Adam, tuned Adam.
 

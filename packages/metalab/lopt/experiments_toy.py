@@ -13,12 +13,14 @@ import contextlib
 import functools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from metalab.core import Run, RunConfig
+from metalab.core.claims import runner_params
+from metalab.core.config import at_least, bounded, fraction, nonempty, positive
 from metalab.core.errors import ConfigError
 from metalab.core.figures import plot_curves, plot_heatmap
 from metalab.lopt.base import GradientEstimator
@@ -92,17 +94,18 @@ def _train_method(
 class InfluenceBalancingParams:
     """Sec. 5.1 constants (reference code): SGD lr 1e-4, 3000 iterations, σ = 0.1."""
 
-    outer_steps: int = 3000
-    lr: float = 1e-4
-    pairs: int = 500
-    sigma: float = 0.1
+    outer_steps: int = at_least(1, 3000)
+    lr: float = positive(1e-4)
+    pairs: int = at_least(1, 500)
+    sigma: float = positive(0.1)
     theta0: float = 0.5
-    methods: list[str] = field(
-        default_factory=lambda: ["pes:1", "truncated-es:1", "tbptt:1", "tbptt:100", "tbptt:10"]
+    methods: list[str] = nonempty(
+        lambda: ["pes:1", "truncated-es:1", "tbptt:1", "tbptt:100", "tbptt:10"]
     )
-    log_every: int = 50
+    log_every: int = at_least(1, 50)
 
 
+@runner_params(InfluenceBalancingParams)
 def influence_balancing(config: RunConfig, run: Run) -> dict[str, float]:
     """Meta-train θ of the influence-balancing system with each method; report final θ."""
     p = config.typed(InfluenceBalancingParams)
@@ -150,19 +153,20 @@ def influence_balancing(config: RunConfig, run: Run) -> dict[str, float]:
 class ToyRegressionParams:
     """Sec. 5.2 constants (reference code): T=100, K=10, σ=0.3, Adam(1e-2, β1=0.99)."""
 
-    outer_steps: int = 20000
-    outer_lr: float = 1e-2
-    beta1: float = 0.99
-    pairs: int = 50
-    sigma: float = 0.3
-    horizon: int = 100
+    outer_steps: int = at_least(1, 20000)
+    outer_lr: float = positive(1e-2)
+    beta1: float = bounded(0.99, ge=0, lt=1)
+    pairs: int = at_least(1, 50)
+    sigma: float = positive(0.3)
+    horizon: int = at_least(1, 100)
     theta0: tuple[float, float] = (-4.0, -4.0)
-    methods: list[str] = field(default_factory=lambda: ["pes:10", "truncated-es:10", "tbptt:10"])
-    grid: int = 201
-    eval_every: int = 10
-    best_from: float = 0.5
+    methods: list[str] = nonempty(lambda: ["pes:10", "truncated-es:10", "tbptt:10"])
+    grid: int = at_least(1, 201)
+    eval_every: int = at_least(1, 10)
+    best_from: float = fraction(0.5)
 
 
+@runner_params(ToyRegressionParams)
 def toy_regression(config: RunConfig, run: Run) -> dict[str, float]:
     """Meta-train the LR schedule with each method; compare with the meta-loss grid optimum.
 

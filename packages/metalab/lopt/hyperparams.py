@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from metalab.core import Run, RunConfig
+from metalab.core.claims import runner_params
+from metalab.core.config import at_least, nonempty, positive
 from metalab.core.errors import ConfigError
 from metalab.lopt.experiments_toy import _estimator, _train_method, parse_method, single_thread
 from metalab.lopt.systems import State, UnrolledSystem
@@ -114,19 +116,20 @@ def random_box(dim_tensors: int, layers: int, count: int, *, generator: torch.Ge
 class ManyHyperparamsParams:
     """Equal compute: random search gets as many inner steps as each ES method."""
 
-    horizon: int = 200
-    sizes: list[int] = field(default_factory=lambda: [64, 32, 32, 10])
-    pairs: int = 16
-    sigma: float = 0.1
-    truncation: int = 10
-    outer_steps: int = 500
-    outer_lr: float = 3e-2
-    methods: list[str] = field(default_factory=lambda: ["pes:10", "truncated-es:10"])
-    eval_episodes: int = 8
-    loss_clip: float = 10.0
-    repeats: int = 1
+    horizon: int = at_least(1, 200)
+    sizes: list[int] = nonempty(lambda: [64, 32, 32, 10], ge=1)
+    pairs: int = at_least(1, 16)
+    sigma: float = positive(0.1)
+    truncation: int = at_least(1, 10)
+    outer_steps: int = at_least(1, 500)
+    outer_lr: float = positive(3e-2)
+    methods: list[str] = nonempty(lambda: ["pes:10", "truncated-es:10"])
+    eval_episodes: int = at_least(1, 8)
+    loss_clip: float = positive(10.0)
+    repeats: int = at_least(1, 1)
 
 
+@runner_params(ManyHyperparamsParams)
 def many_hyperparams(config: RunConfig, run: Run) -> dict[str, float]:
     """PES, truncated ES and random search on ≥ 20 hyperparameters; report meta-losses.
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from metalab.core import Run, RunConfig
+from metalab.core.claims import runner_params
+from metalab.core.config import at_least, positive
 from metalab.lopt.experiments_toy import single_thread
 from metalab.lopt.registry import make_estimator
 from metalab.lopt.toy_systems import LinearQuadratic, linear_quadratic_loss
@@ -27,17 +29,18 @@ __all__ = ["PESUnbiasedParams", "pes_unbiased"]
 class PESUnbiasedParams:
     """System, estimator and sample sizes of the check."""
 
-    dim: int = 3
-    horizon: int = 10
-    truncation: int = 4
+    dim: int = at_least(1, 3)
+    horizon: int = at_least(1, 10)
+    truncation: int = at_least(1, 4)
     decay: float = 0.9
     coupling: float = -0.5
     theta0: float = 0.3
-    pairs: int = 20
-    sigma: float = 0.1
-    repeats: int = 400
+    pairs: int = at_least(1, 20)
+    sigma: float = positive(0.1)
+    repeats: int = at_least(2, 400)  # a standard error needs two samples
 
 
+@runner_params(PESUnbiasedParams)
 def pes_unbiased(config: RunConfig, run: Run) -> dict[str, float]:
     """Mean of many PES / truncated-ES / TBPTT / full-ES estimates vs the exact gradient.
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from metalab.core.claims import RunConfig
+from metalab.core.claims import RunConfig, runner_params
+from metalab.core.config import at_least, non_negative, nonempty, positive
 from metalab.core.errors import ConfigError
 from metalab.core.runs import Run
 from metalab.nas.data import load_digits_splits
@@ -33,14 +34,16 @@ class NasParams:
     """Parameters shared by the three NAS experiments."""
 
     search: SearchConfig = field(default_factory=SearchConfig)
-    table: str = ""
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    tune_epochs: int = 5
-    tune_lr: float = 0.0025
+    table: str = ""  # "" = the shipped table of search.space
+    seeds: list[int] = nonempty(lambda: [0, 1, 2])
+    tune_epochs: int = non_negative(5)  # 0 = DARTS-PT without fine-tuning between edges
+    tune_lr: float = positive(0.0025)
+    # darts-skip-domination's PT checkpoints ([] = [search.epochs]); the runner checks they
+    # lie in 1..search.epochs, a range no per-field bound can express
     pt_epochs: list[int] = field(default_factory=list)
-    early_epoch: int = 5
+    early_epoch: int = at_least(1, 5)
     split_seed: int = 0
-    threads: int = 1
+    threads: int = non_negative(1)  # 0 = leave torch's thread count
 
 
 @contextlib.contextmanager
@@ -240,16 +243,19 @@ def _run(impl: _Impl, config: RunConfig, run: Run) -> dict[str, float]:
         return impl(config, run, p, table)
 
 
+@runner_params(NasParams)
 def pt_vs_magnitude(config: RunConfig, run: Run) -> dict[str, float]:
     """Experiment ``darts-pt-vs-magnitude`` (see :func:`_pt_vs_magnitude`)."""
     return _run(_pt_vs_magnitude, config, run)
 
 
+@runner_params(NasParams)
 def skip_domination(config: RunConfig, run: Run) -> dict[str, float]:
     """Experiment ``darts-skip-domination`` (see :func:`_skip_domination`)."""
     return _run(_skip_domination, config, run)
 
 
+@runner_params(NasParams)
 def pt_fixed_alpha(config: RunConfig, run: Run) -> dict[str, float]:
     """Experiment ``darts-pt-fixed-alpha`` (see :func:`_pt_fixed_alpha`)."""
     return _run(_pt_fixed_alpha, config, run)

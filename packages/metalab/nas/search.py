@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
+from metalab.core.config import at_least, fraction, non_negative, positive
 from metalab.core.errors import ConfigError
 from metalab.nas.data import DigitsSplits, seeded_init
 from metalab.nas.network import Supernet
@@ -35,20 +36,25 @@ class SearchConfig:
 
     On digits an epoch is 16 steps (vs 391 on CIFAR-10), so α gets 25× fewer updates per
     epoch; ``alpha_lr`` defaults to 10× DARTS's 3e-4 to keep the search at tens of epochs.
+
+    The field bounds are checked when an experiment's ``[params.search]`` table is built
+    (:func:`metalab.core.config.build_config`); code that constructs a config directly is
+    checked by :class:`DartsSearch`, which also accepts ``epochs = 0`` (select from the
+    untrained supernet).
     """
 
     space: str = "skip-conv3"
-    channels: int = 8
-    n_cells: int = 2
-    epochs: int = 50
-    batch_size: int = 64
-    w_lr: float = 0.025
-    w_lr_min: float = 0.001
-    w_momentum: float = 0.9
-    w_weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    alpha_lr: float = 3e-3
-    alpha_weight_decay: float = 1e-3
+    channels: int = at_least(1, 8)
+    n_cells: int = at_least(1, 2)
+    epochs: int = at_least(1, 50)
+    batch_size: int = at_least(1, 64)
+    w_lr: float = positive(0.025)
+    w_lr_min: float = non_negative(0.001)
+    w_momentum: float = fraction(0.9)
+    w_weight_decay: float = non_negative(3e-4)
+    grad_clip: float = positive(5.0)
+    alpha_lr: float = positive(3e-3)
+    alpha_weight_decay: float = non_negative(1e-3)
     order: Literal["first", "second"] = "first"
     fixed_alpha: bool = False
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from metalab.core.claims import RunConfig
+from metalab.core.claims import RunConfig, runner_params
+from metalab.core.config import at_least, non_negative, nonempty, positive
 from metalab.core.errors import ConfigError
 from metalab.core.figures import plot_curves, plot_loglog_fit
 from metalab.core.runs import Run
@@ -47,15 +48,15 @@ class RateParams:
     """Parameters of the rate studies (``[params]`` of the TOML files)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    settings: list[Setting] = field(default_factory=_default_settings)
-    t_max: float = 1e6
-    decades: float = 3.0
-    per_decade: int = 2
-    fit_decades: float = 1.5
-    seeds: int = 3
+    settings: list[Setting] = nonempty(_default_settings)
+    t_max: float = at_least(10, 1e6)
+    decades: float = positive(3.0)
+    per_decade: int = at_least(1, 2)
+    fit_decades: float = positive(1.5)
+    seeds: int = at_least(1, 3)
     kernel_seeds: dict[str, int] = field(default_factory=lambda: {"2": 24, "3": 12})
-    kernel_t_max: float = 0.0  # horizon of the kernel-only lanes (0: the same as t_max)
-    threads: int = 1
+    kernel_t_max: float = non_negative(0.0)  # horizon of the kernel-only lanes (0: t_max)
+    threads: int = at_least(1, 1)
 
 
 @contextlib.contextmanager
@@ -242,6 +243,7 @@ def _expected_slope(problem: Problem, entry: dict, fit_decades: float) -> float:
     return float(-np.polyfit(np.log(horizons[keep]), np.log(expected), 1)[0])
 
 
+@runner_params(RateParams)
 def asgd_rate(config: RunConfig, run: Run) -> dict[str, float]:
     """``ntk-asgd-rate``: fitted slope vs ``2rβ/(2rβ+1)`` and risk vs the ridge proxy."""
     p = config.typed(RateParams)
@@ -287,6 +289,7 @@ def asgd_rate(config: RunConfig, run: Run) -> dict[str, float]:
     return metrics
 
 
+@runner_params(RateParams)
 def last_iterate(config: RunConfig, run: Run) -> dict[str, float]:
     """``asgd-vs-last-iterate``: slopes of the averaged and the last iterate, same runs."""
     p = config.typed(RateParams)

@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from metalab.core.claims import RunConfig
+from metalab.core.claims import RunConfig, runner_params
+from metalab.core.config import at_least, bounded, nonempty, positive
 from metalab.core.figures import plot_curves, plot_heatmap
 from metalab.core.runs import Run
 from metalab.core.stats import fit_loglog
 from metalab.ntk.activations import make_activation
 from metalab.ntk.asgd import DataStream, KernelASGD, Lanes, Learner, NetworkASGD, run_asgd
+from metalab.ntk.empirical import _MAX_DIM as MAX_SPECTRUM_DIM
 from metalab.ntk.empirical import compare_spectra
 from metalab.ntk.experiments import torch_threads
 from metalab.ntk.study import ModelConfig, Setting, horizon_grid, make_problem
@@ -28,15 +30,15 @@ class RegimeParams:
     """``ntk-regime``: widths × horizons × seeds, one setting (circle, r = 1 by default)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    dim: int = 2
-    r: float = 1.0
-    widths: list[int] = field(default_factory=lambda: [32, 128, 512, 2048, 8192])
-    t_max: float = 1e5
-    decades: float = 2.0
-    per_decade: int = 2
-    seeds: int = 3
-    tolerance: float = 0.1
-    threads: int = 1
+    dim: int = bounded(2, ge=2, le=3)  # the circle or S² (make_problem's spectra)
+    r: float = bounded(1.0, gt=0, le=1)  # source exponent
+    widths: list[int] = nonempty(lambda: [32, 128, 512, 2048, 8192], ge=1)
+    t_max: float = at_least(10, 1e5)
+    decades: float = positive(2.0)
+    per_decade: int = at_least(1, 2)
+    seeds: int = at_least(1, 3)
+    tolerance: float = positive(0.1)
+    threads: int = at_least(1, 1)
 
 
 def _regime_runs(config: RunConfig, p: RegimeParams, horizons: np.ndarray) -> np.ndarray:
@@ -90,6 +92,7 @@ def _threshold(widths: np.ndarray, deviation: np.ndarray, tolerance: float) -> f
     return None
 
 
+@runner_params(RegimeParams)
 def ntk_regime(config: RunConfig, run: Run) -> dict[str, float]:
     """``ntk-regime``: network/kernel risk ratio vs width, and the width needed vs T."""
     p = config.typed(RegimeParams)
@@ -147,20 +150,21 @@ def ntk_regime(config: RunConfig, run: Run) -> dict[str, float]:
 class SpectrumParams:
     """``ntk-spectrum``: one symmetric-init network per (activation, sphere)."""
 
-    activations: list[str] = field(default_factory=lambda: ["relu", "swish"])
-    sharpness: float = 20.0
-    dims: list[int] = field(default_factory=lambda: [2, 3])
-    width: int = 4096
-    points: int = 1000
-    blocks: int = 5
+    activations: list[str] = nonempty(lambda: ["relu", "swish"])
+    sharpness: float = positive(20.0)
+    dims: list[int] = nonempty(lambda: [2, 3], ge=2, le=MAX_SPECTRUM_DIM)
+    width: int = at_least(1, 4096)
+    points: int = at_least(10, 1000)
+    blocks: int = at_least(1, 5)
     decay_window: dict[str, list[int]] = field(
         default_factory=lambda: {"2": [10, 80], "3": [10, 150]}
     )
     radius: float = 1.0
     gamma: float = 1.0
-    threads: int = 1
+    threads: int = at_least(1, 1)
 
 
+@runner_params(SpectrumParams)
 def ntk_spectrum_check(config: RunConfig, run: Run) -> dict[str, float]:
     """``ntk-spectrum``: empirical (torch.func) vs Funk–Hecke eigenvalues, decay vs β."""
     p = config.typed(SpectrumParams)

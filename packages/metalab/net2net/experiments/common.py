@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metalab.core.config import at_least, bounded, non_negative, positive
 from metalab.core.errors import ConfigError
 from metalab.core.seeding import derive_seed
 from metalab.core.training import Augment, EpochRecord, accuracy, random_shift, train_supervised
@@ -58,17 +59,17 @@ class TrainingProtocol:
     dataset: str = "mnist"
     model: str = "mlp"
     batchnorm: bool = False
-    lr: float = 0.02
-    momentum: float = 0.9
-    batch_size: int = 64
-    noise: float = 0.01
+    lr: float = positive(0.02)
+    momentum: float = bounded(0.9, ge=0, lt=1)
+    batch_size: int = at_least(1, 64)
+    noise: float = non_negative(0.01)
     noise_kind: str = "gaussian"
-    window: int = 3
-    train_examples: int = 0
-    final_lr: float = 0.0
-    final_epochs: int = 0
-    seeds: int = 1
-    shift: int = 0
+    window: int = at_least(1, 3)
+    train_examples: int = non_negative(0)  # 0: the whole training split
+    final_lr: float = non_negative(0.0)  # 0 (or final_epochs 0): no final phase
+    final_epochs: int = non_negative(0)
+    seeds: int = at_least(1, 1)
+    shift: int = non_negative(0)  # 0: no augmentation; < the image size is checked on the data
 
     @property
     def continuation_lr(self) -> float:

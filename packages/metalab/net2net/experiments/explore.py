@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from metalab.core.claims import RunConfig
+from metalab.core.claims import RunConfig, runner_params
+from metalab.core.config import at_least, non_negative, nonempty
 from metalab.core.errors import ConfigError
 from metalab.core.figures import plot_curves
 from metalab.core.runs import Run
@@ -54,13 +55,11 @@ _STAGE = re.compile(
 class ExploreParams(TrainingProtocol):
     """``net2net-explore`` parameters; ``stages`` are ``"widen LAYER=WIDTH"``/``"deepen LAYER"``."""
 
-    start_widths: list[int] = field(default_factory=lambda: [16])
-    stages: list[str] = field(
-        default_factory=lambda: ["widen fc1=32", "deepen fc1", "widen fc1=64"]
-    )
-    initial_epochs: int = 5
-    stage_epochs: int = 5
-    scratch_epochs: int = 20
+    start_widths: list[int] = nonempty(lambda: [16], ge=1)
+    stages: list[str] = nonempty(lambda: ["widen fc1=32", "deepen fc1", "widen fc1=64"])
+    initial_epochs: int = non_negative(5)  # 0: grow from an untrained start model
+    stage_epochs: int = at_least(1, 5)
+    scratch_epochs: int = at_least(1, 20)
     optimizer_state: str = "carry"
 
 
@@ -141,6 +140,7 @@ def _grow(
     return deepen(model, layer, data=data.train[0][:512], noise=noise, generator=gen)
 
 
+@runner_params(ExploreParams)
 def explore(config: RunConfig, run: Run) -> dict[str, Any]:
     """Grow in stages (optimizer state carried or reset) vs the final architecture from scratch."""
     p = config.typed(ExploreParams)

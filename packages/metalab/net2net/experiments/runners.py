@@ -19,13 +19,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from metalab.core.claims import RunConfig
+from metalab.core.claims import RunConfig, runner_params
+from metalab.core.config import at_least, bounded, non_negative, nonempty
 from metalab.core.errors import ConfigError
 from metalab.core.figures import plot_curves
 from metalab.core.runs import Run
@@ -50,10 +51,10 @@ __all__ = ["DeeperParams", "WiderParams", "deeper", "reinitialized", "teacher_mo
 
 @dataclass
 class _Common(TrainingProtocol):
-    teacher_widths: list[int] = field(default_factory=lambda: [16])
-    teacher_epochs: int = 10
-    student_epochs: int = 15
-    dropout: float = 0.0
+    teacher_widths: list[int] = nonempty(lambda: [16], ge=1)
+    teacher_epochs: int = non_negative(10)  # 0: grow an untrained teacher
+    student_epochs: int = at_least(1, 15)
+    dropout: float = bounded(0.0, ge=0, lt=1)
 
 
 Students = Callable[[RunConfig, nn.Module], tuple[dict[str, nn.Module], dict[str, float]]]
@@ -63,15 +64,15 @@ Students = Callable[[RunConfig, nn.Module], tuple[dict[str, nn.Module], dict[str
 class WiderParams(_Common):
     """``net2net-wider``: ``student_widths`` (one per teacher layer, each ``>=``)."""
 
-    student_widths: list[int] = field(default_factory=lambda: [64])
+    student_widths: list[int] = nonempty(lambda: [64], ge=1)
 
 
 @dataclass
 class DeeperParams(_Common):
     """``net2net-deeper``: identity layers inserted after each layer of ``insert_after``."""
 
-    insert_after: list[str] = field(default_factory=lambda: ["fc1"])
-    kernel_size: int = 3
+    insert_after: list[str] = nonempty(lambda: ["fc1"])
+    kernel_size: int = at_least(1, 3)
 
 
 def layer_names(kind: str, depth: int) -> list[str]:
@@ -277,6 +278,7 @@ def _check_common(p: _Common) -> None:
         )
 
 
+@runner_params(WiderParams)
 def wider(config: RunConfig, run: Run) -> dict[str, Any]:
     """Net2WiderNet vs random init vs random pad (Sec. 4.1, Fig. 4)."""
     p = config.typed(WiderParams)
@@ -331,6 +333,7 @@ def _errors(teacher: nn.Module, exact: nn.Module, noisy: nn.Module, data: Data) 
     }
 
 
+@runner_params(DeeperParams)
 def deeper(config: RunConfig, run: Run) -> dict[str, Any]:
     """Net2DeeperNet vs random init vs a randomly initialized inserted layer (Sec. 4.2, Fig. 5)."""
     p = config.typed(DeeperParams)
