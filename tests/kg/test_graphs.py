@@ -109,3 +109,11 @@ def test_missing_split_file_and_unknown_dataset(tmp_path: Path) -> None:
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(GraphFileError, match="cannot read"):
         read_triples_file(tmp_path / "binary.txt")
+
+
+def test_a_relation_named_like_an_inverse_is_refused_at_load(hand_folder: Path) -> None:
+    train = hand_folder / "train.txt"
+    head, _, tail = train.read_text().splitlines()[0].split("\t")
+    train.write_text(train.read_text() + f"{head}\tlikes^-1\t{tail}\n")
+    with pytest.raises(MetalabError, match=r"relation 'likes\^-1' ends with '\^-1'"):
+        load_graph(hand_folder)

@@ -13,7 +13,7 @@ from typing import Any
 
 from metalab.core.errors import ConfigError
 from metalab.kg.explanations import ExplainedAtom, Explanation, explain
-from metalab.kg.graphs import INVERSE_SUFFIX, KnowledgeGraph
+from metalab.kg.graphs import KnowledgeGraph
 from metalab.kg.predictors import LinkPredictor
 from metalab.kg.queries import structure_name
 from metalab.kg.query_language import ParsedQuery, parse_query
@@ -101,10 +101,9 @@ def answer_query(
 
 def _atom_text(atom: ExplainedAtom, predictor: LinkPredictor) -> str:
     ent, rel = predictor.entities, predictor.query_relations
-    name, head, tail = rel.name(atom.relation), ent.name(atom.head), ent.name(atom.tail)
-    if name.endswith(INVERSE_SUFFIX):  # show r^-1(a, b) as r(b, a)
-        name, head, tail = name[: -len(INVERSE_SUFFIX)], tail, head
-    text = f"{name}({head}, {tail})"
+    # shown as scored: r(?x, a) is answered as r^-1(a, ?x), whose φ is the reciprocal
+    # relation's score, so printing it as r(x, a) would pair a φ with the wrong triple
+    text = f"{rel.name(atom.relation)}({ent.name(atom.head)}, {ent.name(atom.tail)})"
     return f"NOT {text}" if atom.negated else text
 
 

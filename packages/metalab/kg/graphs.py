@@ -138,6 +138,14 @@ class KnowledgeGraph:
     test: torch.Tensor
     source: str = ""
 
+    def __post_init__(self) -> None:
+        reserved = [n for n in self.relations.names if n.endswith(INVERSE_SUFFIX)]
+        if reserved:
+            raise ConfigError(
+                f"relation {reserved[0]!r} ends with {INVERSE_SUFFIX!r}, which names inverse"
+                " relations in queries; rename it in the triples"
+            )
+
     @property
     def num_entities(self) -> int:
         """Number of entities."""
