@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from metalab.core.errors import ConfigError
 from metalab.core.population import (
     antithetic_perturbations,
     module_params,
@@ -295,3 +296,24 @@ def test_antithetic_population_evaluates_with_population_loss():
     torch.testing.assert_close(losses, base.expand(6), atol=0.05, rtol=0)
     pair_means = (losses[:3] + losses[3:]) / 2
     assert (pair_means - base).abs().max() < (losses[:3] - base).abs().max() + 1e-6
+
+
+def test_train_mode_batch_norm_is_refused_with_the_way_out(gen):
+    net = _bn_net(gen).train()
+    members = stack_params(_random_members(net, 3, gen))
+    x, y = torch.randn(8, 4, generator=gen), torch.randint(0, 2, (8,), generator=gen)
+    with pytest.raises(ConfigError, match=r"batch norm '1' is in train mode.*module\.eval\(\)"):
+        population_loss(net, members, F.cross_entropy, x, y)
+    with pytest.raises(ConfigError, match="batch norm '1'"):
+        population_forward(net, members, x)
+    torch.func.replace_all_batch_norm_modules_(net)  # the documented way out: batch statistics
+    losses = population_loss(net, members, F.cross_entropy, x, y)
+    expected = []
+    for member in _loaded_members(net, members):
+        expected.append(F.cross_entropy(member(x), y))
+    torch.testing.assert_close(losses, torch.stack(expected), **TOL)
+
+
+def _loaded_members(net, stacked):
+    count = next(iter(stacked.values())).shape[0]
+    return [_loaded(net, {k: v[i] for k, v in stacked.items()}) for i in range(count)]

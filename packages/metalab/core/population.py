@@ -71,7 +71,12 @@ def population_forward(
         buffers: un-stacked buffers (e.g. BatchNorm statistics), shared by all members.
         per_member_inputs: whether ``inputs`` carry a leading population dimension.
         chunk_size: evaluate this many members at a time to bound memory.
+
+    Raises:
+        ConfigError: a batch-norm layer is in train mode and tracks running statistics (see
+            :func:`population_loss`).
     """
+    _refuse_tracking_batch_norm(module)
     shared_buffers = dict(buffers) if buffers is not None else dict(module.named_buffers())
 
     def one(member: dict[str, Tensor], *member_inputs: Tensor) -> Tensor:
@@ -95,7 +100,15 @@ def population_loss(
     """Loss of every member on ``(inputs, targets)`` in one vectorized call: shape ``[P]``.
 
     ``loss_fn(outputs, targets)`` must reduce to a scalar (e.g. ``F.cross_entropy``).
+    A batch-norm layer in train mode would update its running statistics in place, which
+    one shared buffer cannot do for every member: such a module is refused (call
+    ``module.eval()``, or ``torch.func.replace_all_batch_norm_modules_(module)`` to normalize
+    with batch statistics without tracking them).
+
+    Raises:
+        ConfigError: a batch-norm layer of ``module`` is in train mode and tracks statistics.
     """
+    _refuse_tracking_batch_norm(module)
     dims = 0 if per_member_inputs else None
     shared_buffers = dict(buffers) if buffers is not None else dict(module.named_buffers())
 
@@ -103,6 +116,17 @@ def population_loss(
         return loss_fn(functional_call(module, (member, shared_buffers), (x,)), y)
 
     return vmap(one, in_dims=(0, dims, dims), chunk_size=chunk_size)(dict(stacked), inputs, targets)
+
+
+def _refuse_tracking_batch_norm(module: nn.Module) -> None:
+    for name, layer in module.named_modules():
+        tracking = isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.track_running_stats
+        if tracking and layer.training and layer.running_mean is not None:
+            raise ConfigError(
+                f"batch norm {name or 'module'!r} is in train mode and would update one shared"
+                " running mean for every population member; call module.eval() or"
+                " torch.func.replace_all_batch_norm_modules_(module)"
+            )
 
 
 def antithetic_perturbations(
