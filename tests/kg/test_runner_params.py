@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
 
-from metalab.cli import cli
-from metalab.core.claims import run_spec
-from metalab.core.errors import ConfigError
 from metalab.core.specs import find_spec
+from tests.support.runner_params import assert_cli_refuses, assert_refused_before_run, build_params
 
 
 @pytest.mark.parametrize(
@@ -34,10 +31,7 @@ from metalab.core.specs import find_spec
     ],
 )
 def test_impossible_params_are_refused_before_a_run_folder(tmp_path, name, overrides, message):
-    with pytest.raises(ConfigError) as raised:
-        run_spec(find_spec(name), overrides=overrides, device="cpu", out=tmp_path)
-    assert message in str(raised.value)
-    assert not any(tmp_path.iterdir())
+    assert_refused_before_run(find_spec(name), overrides, message, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -49,25 +43,9 @@ def test_impossible_params_are_refused_before_a_run_folder(tmp_path, name, overr
     ],
 )
 def test_sentinel_values_stay_valid(name, overrides):
-    from metalab.core.claims import load_runner
-    from metalab.core.config import build_config
-    from metalab.core.specs import resolve_params
-
-    spec = find_spec(name)
-    params_class = load_runner(spec).params_class  # type: ignore[attr-defined]
-    build_config(params_class, resolve_params(spec, overrides=overrides))
+    build_params(find_spec(name), overrides)
 
 
 def test_cli_refuses_an_impossible_set_with_one_error_line(tmp_path):
-    runs = tmp_path / "runs"
-    result = CliRunner().invoke(
-        cli,
-        ["repro", "run", "cqd-structures", "--set", "k=0", "--device", "cpu"],
-        env={"METALAB_RUNS": str(runs)},
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert lines == ["Error: params.k must be >= 1, got 0"], result.stderr
-    assert "Traceback" not in result.output
-    assert not runs.exists() or not any(runs.iterdir())
+    args = ["repro", "run", "cqd-structures", "--set", "k=0"]
+    assert_cli_refuses(args, "Error: params.k must be >= 1, got 0", tmp_path)

@@ -5,14 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
-from click.testing import CliRunner
 
-from metalab.cli.main import cli
-from metalab.core.claims import run_spec
 from metalab.core.config import build_config
-from metalab.core.errors import ConfigError
 from metalab.core.specs import find_spec
 from metalab.lopt.experiments_lopt_general import BaselinesParams, BatchSizeParams
+from tests.support.runner_params import assert_cli_refuses, assert_refused_before_run
 
 # (spec, kind, overrides, words the error must contain)
 BAD = [
@@ -53,10 +50,7 @@ BAD = [
 def test_impossible_value_is_refused_before_the_run_folder(
     tmp_path, name, kind, overrides, message
 ):
-    with pytest.raises(ConfigError) as caught:
-        run_spec(find_spec(name, kind), overrides=overrides, device="cpu", out=tmp_path)
-    assert message in str(caught.value)
-    assert list(tmp_path.iterdir()) == []
+    assert_refused_before_run(find_spec(name, kind), overrides, message, tmp_path)
 
 
 def test_sentinels_stay_valid():
@@ -68,16 +62,5 @@ def test_sentinels_stay_valid():
 
 
 def test_cli_refuses_an_impossible_value_in_one_line(tmp_path):
-    runs = tmp_path / "runs"
-    result = CliRunner().invoke(
-        cli,
-        ["repro", "run", "pes-many-hyperparams", "--set", "outer_steps=0", "--device", "cpu"],
-        env={"METALAB_RUNS": str(runs)},
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ") and "outer_steps" in lines[0], lines[0]
-    assert "Traceback" not in result.output
-    assert not runs.exists() or list(runs.iterdir()) == []
+    args = ["repro", "run", "pes-many-hyperparams", "--set", "outer_steps=0"]
+    assert_cli_refuses(args, "Error: params.outer_steps must be >= 1, got 0", tmp_path)
