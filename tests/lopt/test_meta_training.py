@@ -379,6 +379,38 @@ def test_validation_objective_returns_the_validation_loss():
         _system(MLPArch(hidden=4), objective="test")
 
 
+def test_late_weighting_scales_each_step_loss_towards_the_episode_end():
+    gen = torch.Generator().manual_seed(4)
+    uniform = _system(MLPArch(hidden=4))
+    late = _system(MLPArch(hidden=4), weighting="late")
+    state = uniform.init_state(4, generator=gen)
+    theta = uniform.initial_theta().expand(4, -1)
+    data = {"seed": torch.tensor([[5, 6]]).expand(4, 2)}
+    horizon = state["horizon"].double()
+    for step in (0, 3):
+        t = torch.full((4,), step, dtype=torch.long)
+        new_uniform, plain = uniform.step(state, theta, t, data)
+        new_late, weighted = late.step(state, theta, t, data)
+        weight = 2 * (step + 1) / (horizon + 1)
+        torch.testing.assert_close(weighted.double(), plain.double() * weight)
+        assert torch.equal(new_late["params"], new_uniform["params"])  # only the meta-loss differs
+    weights = [2 * (step + 1) / (int(horizon[0]) + 1) for step in range(int(horizon[0]))]
+    assert math.isclose(sum(weights) / len(weights), 1.0)  # mean 1: the loss scale is unchanged
+    with pytest.raises(ConfigError, match="weighting must be one of"):
+        _system(MLPArch(hidden=4), weighting="final")
+
+
+def test_cli_meta_train_with_late_weighting_records_it(tmp_path):
+    args = ["--tasks", "quadratic", "--pairs", "2", "-K", "3", "--min-horizon", "4"]
+    args += ["--max-horizon", "8", "--steps", "2", "--weighting", "late", "--device", "cpu"]
+    result = _root([*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "lopt-meta-train").iterdir()
+    assert json.loads((run_dir / "config.json").read_text())["weighting"] == "late"
+    bad = _root(["--weighting", "final", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown weighting 'final'" in bad.output, bad.output
+
+
 def test_momentum_init_and_validation_objective_in_meta_training(tmp_path):
     from metalab.core.seeding import make_generator
     from metalab.lopt.arch_init import mlp_theta_like_momentum

@@ -62,6 +62,9 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--seed", type=int, default=None, help="Seed.  [0]")
 @click.option("--objective", default=None, help="Meta-loss: train | validation.  [train]")
 @click.option(
+    "--weighting", default=None, help="Per-step loss weights: uniform | late (end of training)."
+)
+@click.option(
     "--init", default=None, help="θ₀: random | momentum[:LR[:CLIP]] (mlp only).  [random]"
 )
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda[:N]")

@@ -25,6 +25,12 @@ objective nor the architecture reads it). ``L_t`` is the minibatch
 training loss before the update (clip it through the estimator's ``loss_clip``), or with
 ``objective="validation"`` that step's validation loss (Metz et al. 2019/2020: a
 validation-loss meta-objective counters the overfitting of training-loss meta-training).
+
+``weighting="late"`` multiplies ``L_t`` by ``2(t + 1)/(T + 1)`` (mean 1 over an episode of
+``T`` steps): the plain sum of per-step losses rewards fast early progress (a large
+learning rate) even when it costs final loss, while a learned optimizer is judged by the
+loss it ends training at. PES stays unbiased for the weighted sum: the weights are just part
+of each step's loss.
 """
 
 from __future__ import annotations
@@ -39,9 +45,16 @@ from metalab.core.errors import ConfigError
 from metalab.lopt.interfaces import LossFeatures, OptimizerArch, Task, TaskFamily
 from metalab.lopt.systems import State, UnrolledSystem
 
-__all__ = ["OBJECTIVES", "TaskTrainingSystem", "evaluate_thetas", "sample_log_uniform"]
+__all__ = [
+    "OBJECTIVES",
+    "WEIGHTINGS",
+    "TaskTrainingSystem",
+    "evaluate_thetas",
+    "sample_log_uniform",
+]
 
 OBJECTIVES = ("train", "validation")
+WEIGHTINGS = ("uniform", "late")
 
 _SEED_HIGH = 2**62
 _OPT_PREFIX = "opt."
@@ -76,6 +89,8 @@ class TaskTrainingSystem(UnrolledSystem):
         objective: ``"train"`` (``L_t`` = minibatch training loss) or ``"validation"``
             (``L_t`` = the validation loss at the same parameters, refreshed every
             ``val_every`` steps).
+        weighting: ``"uniform"`` (every step's ``L_t`` counts once) or ``"late"`` (``L_t``
+            weighted by ``2(t + 1)/(T + 1)``, emphasizing the end of training).
     """
 
     def __init__(
@@ -92,6 +107,7 @@ class TaskTrainingSystem(UnrolledSystem):
         cache: int = 8,
         device: torch.device | str = "cpu",
         objective: str = "train",
+        weighting: str = "uniform",
     ) -> None:
         if not 1 <= min_horizon <= max_horizon:
             raise ConfigError(
@@ -101,7 +117,9 @@ class TaskTrainingSystem(UnrolledSystem):
             raise ConfigError(f"val_every must be >= 1, got {val_every}")
         if objective not in OBJECTIVES:
             raise ConfigError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-        self.objective = objective
+        if weighting not in WEIGHTINGS:
+            raise ConfigError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        self.objective, self.weighting = objective, weighting
         self.arch, self.family = arch, family
         self.device = torch.device(device)
         self.min_horizon, self.max_horizon = min_horizon, max_horizon
@@ -186,7 +204,11 @@ class TaskTrainingSystem(UnrolledSystem):
         new_state.update(
             params=new_params, val=val, task_seed=state["task_seed"], horizon=state["horizon"]
         )
-        return new_state, (loss if self.objective == "train" else val.to(loss.dtype))
+        step_loss = loss if self.objective == "train" else val.to(loss.dtype)
+        if self.weighting == "late":
+            horizon = state["horizon"].to(step_loss.dtype)
+            step_loss = step_loss * (2 * (t.to(step_loss.dtype) + 1) / (horizon + 1))
+        return new_state, step_loss
 
     def _halves(self, num: int) -> int:
         return num // 2 if self.paired and num % 2 == 0 else num

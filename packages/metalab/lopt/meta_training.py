@@ -33,7 +33,7 @@ from metalab.lopt.arch_init import check_init, initial_theta
 from metalab.lopt.base import GradientEstimator
 from metalab.lopt.es import PES, PESState, TruncatedES, TruncatedESState
 from metalab.lopt.interfaces import OptimizerArch, TaskFamily
-from metalab.lopt.meta_system import OBJECTIVES, TaskTrainingSystem
+from metalab.lopt.meta_system import OBJECTIVES, WEIGHTINGS, TaskTrainingSystem
 
 __all__ = [
     "ESTIMATORS",
@@ -77,6 +77,8 @@ class MetaTrainConfig:
         checkpoint_every: outer steps between checkpoints.
         init: ``θ₀``: ``random`` or (mlp) ``momentum[:LR[:CLIP]]`` (:mod:`.arch_init`).
         objective: per-step meta-loss: ``train`` or ``validation`` (:class:`TaskTrainingSystem`).
+        weighting: ``uniform`` or ``late`` (per-step losses weighted towards the episode's
+            end, :class:`TaskTrainingSystem`).
     """
 
     arch: str = "mlp"
@@ -98,6 +100,7 @@ class MetaTrainConfig:
     checkpoint_every: int = 10
     init: str = "random"
     objective: str = "train"
+    weighting: str = "uniform"
 
     def check(self) -> None:
         """Raise :class:`ConfigError` (one line) on an impossible setting."""
@@ -123,6 +126,8 @@ class MetaTrainConfig:
             )
         if self.objective not in OBJECTIVES:
             raise UnknownNameError("objective", self.objective, OBJECTIVES)
+        if self.weighting not in WEIGHTINGS:
+            raise UnknownNameError("weighting", self.weighting, WEIGHTINGS)
         check_init(self.init, self.arch)
         check_outer(self.outer)
 
@@ -174,6 +179,7 @@ def build_meta_system(
         theta0=initial_theta(config.init, arch, generator=generator),
         device=device,
         objective=config.objective,
+        weighting=config.weighting,
     )
 
 
