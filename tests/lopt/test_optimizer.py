@@ -220,3 +220,280 @@ def test_cuda_matches_cpu():
     )
     for p, q in zip(cpu_model.parameters(), gpu_model.parameters(), strict=True):
         torch.testing.assert_close(q.cpu(), p, rtol=1e-4, atol=1e-5)
+
+
+def _one_step(model, opt, x, y, **step_kwargs):
+    opt.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step(**step_kwargs)
+    return loss
+
+
+def test_a_loss_that_is_not_one_number_is_refused():
+    x, y = _cancer()
+    model = _mlp()
+    opt = _hier_opt(model.parameters())
+    opt.zero_grad()
+    per_example = F.cross_entropy(model(x), y, reduction="none")
+    per_example.mean().backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ConfigError, match=r"loss must be one number.*569"):
+        opt.step(loss=per_example)
+    with pytest.raises(ConfigError, match="loss must be one number"):
+        opt.step(lambda: per_example.detach())
+    with pytest.raises(ConfigError, match="validation loss must be one number"):
+        opt.observe_validation_loss(torch.ones(2))
+    with pytest.raises(ConfigError, match="loss must be one number"):
+        opt.step(loss=torch.ones(0))
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+    opt.step(loss=per_example.mean().reshape(1, 1))  # one number in any shape is fine
+
+
+def _saved(opt):
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def _mlp_opt(params):
+    return LearnedOptimizer(params, gradient_descent_theta(), "mlp")
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["recorded", "legacy"])
+def test_state_of_another_arch_is_refused(legacy):
+    """mlp state into a hierarchical optimizer was a raw KeyError at step(); the reverse
+    was accepted silently. ``legacy``: a state_dict without the arch record."""
+    x, y = _cancer()
+    made = {}
+    for name, make in (("mlp", _mlp_opt), ("hierarchical", _hier_opt)):
+        model = _mlp()
+        made[name] = (model, make(model.parameters()))
+        _one_step(*made[name], x, y)
+    for source, target in (("mlp", "hierarchical"), ("hierarchical", "mlp")):
+        saved = _saved(made[source][1])
+        if legacy:
+            del saved["lopt_arch"]
+        model = _mlp()
+        opt = _mlp_opt(model.parameters()) if target == "mlp" else _hier_opt(model.parameters())
+        with pytest.raises(ConfigError, match=f"'{source}'|{target!r}") as err:
+            opt.load_state_dict(saved)
+        assert "\n" not in str(err.value)
+        _one_step(model, opt, x, y)  # the refused load left the optimizer as it was
+
+
+def test_state_of_the_same_arch_with_other_options_is_refused():
+    x, y = _cancer()
+    model = _mlp()
+    opt = _hier_opt(model.parameters())
+    _one_step(model, opt, x, y)
+    saved = _saved(opt)
+    small = HierarchicalArch(lstm=8)
+    theta = small.init_theta(generator=torch.Generator().manual_seed(0))
+    other = LearnedOptimizer(_mlp().parameters(), theta, small)
+    with pytest.raises(ConfigError, match="9867 weights; this one is 'hierarchical' with 3219"):
+        other.load_state_dict(saved)
+    del saved["lopt_arch"]
+    with pytest.raises(ConfigError, match=r"lopt.lstm_h .* is \(1, 1, 32\), expected \(1, 1, 8\)"):
+        other.load_state_dict(saved)
+
+
+def test_legacy_state_dict_without_the_record_still_loads():
+    x, y = _cancer()
+    model = _mlp()
+    opt = _hier_opt(model.parameters())
+    _train(model, opt, x, y, 2, val=0.4)
+    saved = _saved(opt)
+    assert saved["lopt_arch"] == {"name": "hierarchical", "theta_dim": 9867}
+    del saved["lopt_arch"]
+    for group in saved["param_groups"]:
+        del group["lr"]  # saved before the lr multiplier existed
+    clone = copy.deepcopy(model)
+    clone_opt = _hier_opt(clone.parameters())
+    clone_opt.load_state_dict(saved)
+    assert clone_opt.param_groups[0]["lr"] == 1.0
+    assert _train(model, opt, x, y, 2) == _train(clone, clone_opt, x, y, 2)
+
+
+def test_legacy_adam_state_with_one_counter_per_group_still_loads():
+    """Before per-tensor counts, AdamArch kept a ``[1]`` counter in every parameter's state."""
+    x, y = _cancer()
+    model = _mlp()
+    opt = LearnedOptimizer(model.parameters(), _adam_theta(), "adam")
+    _one_step(model, opt, x, y)
+    saved = _saved(opt)
+    del saved["lopt_arch"]
+    for state in saved["state"].values():
+        state["lopt.count"] = state["lopt.count"].reshape(1)
+    clone = copy.deepcopy(model)
+    clone_opt = LearnedOptimizer(clone.parameters(), _adam_theta(), "adam")
+    clone_opt.load_state_dict(saved)
+    _one_step(model, opt, x, y)
+    _one_step(clone, clone_opt, x, y)
+    for p, q in zip(model.parameters(), clone.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def _adam_theta():
+    from metalab.lopt.baselines import AdamArch
+
+    return AdamArch.theta(lr=1e-2)
+
+
+def test_damaged_state_dicts_are_one_line_errors():
+    model = _mlp()
+    opt = _mlp_opt(model.parameters())
+    x, y = _cancer()
+    _one_step(model, opt, x, y)
+    saved = _saved(opt)
+    with pytest.raises(ConfigError, match="not an optimizer state_dict"):
+        opt.load_state_dict({"weights": 1})
+    bad = copy.deepcopy(saved)
+    bad["lopt_arch"] = "mlp"
+    with pytest.raises(ConfigError, match="damaged"):
+        opt.load_state_dict(bad)
+    bad = copy.deepcopy(saved)
+    bad["state"][0]["lopt.moments"] = torch.zeros(1, 3, 6)
+    with pytest.raises(ConfigError, match=r"lopt.moments.*\(1, 3, 6\).*\(1, 480, 6\)"):
+        opt.load_state_dict(bad)
+    bad = copy.deepcopy(saved)
+    bad["param_groups"][0]["params"] = bad["param_groups"][0]["params"][:2]
+    with pytest.raises(ConfigError, match="parameter"):
+        opt.load_state_dict(bad)
+    opt.load_state_dict(saved)
+
+
+def test_arch_and_weights_mismatches_are_named(tmp_path: Path):
+    from metalab.core.errors import UnknownNameError
+    from metalab.lopt.arch_registry import make_arch
+    from metalab.lopt.baselines import AdamArch, SGDMArch
+
+    params = list(_mlp().parameters())
+    adam = save_weights(tmp_path / "adam.pt", AdamArch.theta(), arch="adam")
+    with pytest.raises(ConfigError, match="for arch 'adam', not 'sgdm'"):
+        LearnedOptimizer(params, weights=adam, arch=make_arch("sgdm"))
+    sgdm = save_weights(tmp_path / "sgdm.pt", SGDMArch.theta(), arch="sgdm")
+
+    class OtherSGDM(SGDMArch):  # same θ size, another optimizer
+        name = "other-sgdm"
+
+    with pytest.raises(ConfigError, match="for arch 'sgdm', not 'other-sgdm'"):
+        LearnedOptimizer(params, weights=sgdm, arch=OtherSGDM())
+    with pytest.raises(UnknownNameError, match="unknown optimizer architecture 'nosuch'"):
+        LearnedOptimizer(params, arch="nosuch")
+    with pytest.raises(UnknownNameError, match="did you mean adam"):
+        LearnedOptimizer(params, weights=AdamArch.theta(), arch="adamm")
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="non-finite"):
+            LearnedOptimizer(params, weights=torch.full((4,), bad), arch="adam")
+    with pytest.raises(ConfigError, match="arch_options"):
+        LearnedOptimizer(params, weights=sgdm, arch_options={"lr": 0.5})
+    with pytest.raises(ConfigError, match="weights must be"):
+        LearnedOptimizer(params, weights=[0.1, 0.2], arch="sgdm")  # type: ignore[arg-type]
+    assert LearnedOptimizer(params, weights=sgdm, arch=SGDMArch()).arch.name == "sgdm"
+
+
+def test_step_lr_scheduler_drives_the_update_multiplier():
+    x, y = _cancer()
+    models = [_mlp(), _mlp()]
+    opts = [_mlp_opt(m.parameters()) for m in models]
+    scheduler = torch.optim.lr_scheduler.StepLR(opts[1], step_size=1, gamma=0.5)
+    for model, opt in zip(models, opts, strict=True):
+        _one_step(model, opt, x, y)
+    scheduler.step()
+    assert opts[1].param_groups[0]["lr"] == 0.5
+    before = [p.detach().clone() for p in models[0].parameters()]
+    for model, opt in zip(models, opts, strict=True):
+        _one_step(model, opt, x, y)
+    for b, full, half in zip(before, models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(half - b, 0.5 * (full - b), rtol=1e-4, atol=1e-7)
+    assert float((models[0][0].weight.detach() - before[0]).abs().max()) > 1e-3
+    # the multiplier (and the scheduler's initial_lr) survive a state_dict round trip
+    clone = copy.deepcopy(models[1])
+    clone_opt = _mlp_opt(clone.parameters())
+    clone_opt.load_state_dict(_saved(opts[1]))
+    assert clone_opt.param_groups[0]["lr"] == 0.5
+    assert clone_opt.param_groups[0]["initial_lr"] == 1.0
+    _one_step(models[1], opts[1], x, y)
+    _one_step(clone, clone_opt, x, y)
+    for p, q in zip(models[1].parameters(), clone.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_lr_option_and_bad_values():
+    x, y = _cancer()
+    models = [_mlp(), _mlp()]
+    halved = LearnedOptimizer(models[0].parameters(), gradient_descent_theta(), "mlp", lr=0.5)
+    frozen = LearnedOptimizer(models[1].parameters(), gradient_descent_theta(), "mlp", lr=0.0)
+    start = [p.detach().clone() for p in models[1].parameters()]
+    _one_step(models[0], halved, x, y)
+    _one_step(models[1], frozen, x, y)
+    assert all(torch.equal(a, b) for a, b in zip(start, models[1].parameters(), strict=True))
+    for bad in (-1.0, float("nan"), "big", True):
+        with pytest.raises(ConfigError, match="lr"):
+            LearnedOptimizer(_mlp().parameters(), gradient_descent_theta(), "mlp", lr=bad)
+    halved.param_groups[0]["lr"] = float("inf")
+    with pytest.raises(ConfigError, match="lr"):
+        _one_step(models[0], halved, x, y)
+
+
+def _manual_default_run(model, x, y, steps):
+    """The default optimizer's arch called by hand on the flat parameters (no wrapper)."""
+    from metalab.lopt.mlp_lopt import Segments
+    from metalab.lopt.weights import load_weights
+
+    weights = load_weights()
+    arch = weights.build_arch()
+    theta = weights.theta.reshape(1, -1)
+    params = list(model.parameters())
+    segments = Segments.from_shapes([tuple(p.shape) for p in params], torch.device("cpu"))
+    flat = torch.cat([p.detach().reshape(-1) for p in params]).unsqueeze(0)
+    state = arch.init_state(flat, segments)
+    for t in range(steps):
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        grads = torch.cat([p.grad.reshape(-1) for p in params]).unsqueeze(0)
+        flat, state = arch.step(theta, flat, grads, state, torch.tensor([float(t)]), segments)
+        with torch.no_grad():
+            for p, piece in zip(params, flat[0].split([p.numel() for p in params]), strict=True):
+                p.copy_(piece.view_as(p))
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS_PATH.is_file(), reason="no default weights yet")
+def test_default_optimizer_at_lr_one_is_bit_identical_to_its_arch():
+    x, y = _cancer()
+    models = [_mlp(), _mlp()]
+    opt = LearnedOptimizer(models[0].parameters())
+    for _ in range(5):
+        _one_step(models[0], opt, x, y)
+    _manual_default_run(models[1], x, y, 5)
+    for p, q in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_a_parameter_stepped_alone_later_uses_the_groups_time():
+    """Time features follow training time: a late parameter stepped alone continues the
+    group's step count instead of restarting the time features at 0."""
+    first, late = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(2))
+    opt = LearnedOptimizer([first, late], gradient_descent_theta(), "mlp")
+    for _ in range(5):
+        opt.zero_grad(set_to_none=True)
+        first.sum().backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    late.sum().backward()
+    opt.step()
+    assert float(opt.state[late]["step"]) == 6
+    assert float(opt.state[first]["step"]) == 5
+
+
+def test_a_group_lr_is_checked_when_the_group_is_added():
+    model = _mlp()
+    with pytest.raises(ConfigError, match="lr"):
+        LearnedOptimizer(
+            [{"params": model[0].parameters(), "lr": -0.5}], gradient_descent_theta(), "mlp"
+        )
+    opt = LearnedOptimizer(model[0].parameters(), gradient_descent_theta(), "mlp", lr=0.5)
+    opt.add_param_group({"params": model[2].parameters(), "lr": 2.0})
+    assert [g["lr"] for g in opt.param_groups] == [0.5, 2.0]

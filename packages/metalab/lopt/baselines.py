@@ -104,8 +104,10 @@ class SGDMArch(OptimizerArch):
 class AdamArch(OptimizerArch):
     """Adam; ``θ = [log lr, logit β1, logit β2, log ε]``.
 
-    The bias correction uses the state's own step counter (so it does not depend on the
-    caller's ``t`` convention and restarts with :meth:`init_state`).
+    The bias correction uses the state's own step counters, one per tensor (so it does not
+    depend on the caller's ``t`` convention, restarts with :meth:`init_state`, and — as
+    ``torch.optim.Adam`` counts per parameter — is right for a tensor that
+    ``LearnedOptimizer`` first steps late, e.g. a head that joins the loss later).
 
     Args:
         lr, beta1, beta2, eps: defaults of :meth:`init_theta` (``torch.optim.Adam``'s).
@@ -142,9 +144,10 @@ class AdamArch(OptimizerArch):
         return torch.tensor(self.defaults)
 
     def init_state(self, params: Tensor, segments: Segments) -> State:
-        """Zero moments ``[P, N]`` and a zero step counter ``[P]``."""
+        """Zero moments ``[P, N]`` and zero per-tensor step counters ``[P, S]``."""
         zeros = torch.zeros_like(params)
-        return {"m": zeros, "v": zeros.clone(), "count": params.new_zeros(params.shape[0])}
+        counts = params.new_zeros(params.shape[0], len(segments.sizes))
+        return {"m": zeros, "v": zeros.clone(), "count": counts}
 
     def step(
         self,
@@ -162,9 +165,10 @@ class AdamArch(OptimizerArch):
         count = state["count"] + 1
         m = beta1 * state["m"] + (1 - beta1) * grads
         v = beta2 * state["v"] + (1 - beta2) * grads * grads
-        k = count.unsqueeze(1)
-        correction1, correction2 = 1 - beta1**k, 1 - beta2**k
-        denom = v.sqrt() / correction2.sqrt() + eps
+        # per tensor [P, S], then per entry [P, N]: each entry's tensor's bias correction
+        correction1 = (1 - beta1**count)[:, segments.index]
+        root_correction2 = (1 - beta2**count).sqrt()[:, segments.index]
+        denom = v.sqrt() / root_correction2 + eps
         new_params = params - (lr / correction1) * m / denom
         return new_params, {"m": m, "v": v, "count": count}
 

@@ -13,16 +13,27 @@ and is used until the next one — meta-training feeds it at every step, so feed
 often as you can when using the hierarchical optimizer.
 
 State lives in ``self.state[p]`` (one slice of every optimizer-state tensor per parameter,
-plus the step count ``"step"``), so ``state_dict``/``load_state_dict`` are torch's own.
-The time features use the largest step count among the parameters being updated;
+plus the step count ``"step"``), so ``state_dict`` is torch's own plus a record of the
+architecture (``"lopt_arch"``: name and ``θ`` size) that ``load_state_dict`` checks —
+the state of another architecture would otherwise fail mid-``step`` or, worse, be used.
+The time features use the group's training time: the largest step count among the
+group's parameters stepped so far (so a parameter that first gets a gradient late, or is
+stepped alone, continues the group's schedule instead of restarting it);
 per-tensor/global state slices of parameters skipped in a step (``grad is None``) are kept.
 The optimizer computes in float32 whatever the parameters' dtype (float64 parameters
 receive the float32 update added in float64). Devices follow the parameters.
+
+Learning-rate schedulers: a learned optimizer chooses its own step sizes, so a param
+group's ``lr`` is a *multiplier* of the learned update (default 1.0, the optimizer as
+meta-trained); ``torch.optim.lr_scheduler`` schedulers drive it like any ``lr``. At exactly
+1.0 no multiplication happens, so the default is bit-identical to the architecture itself.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +41,7 @@ import torch
 from torch import Tensor
 
 from metalab.core.errors import ConfigError
-from metalab.lopt.arch_registry import make_arch
+from metalab.lopt.arch_registry import arch_class, make_arch
 from metalab.lopt.interfaces import LossFeatures, OptimizerArch
 from metalab.lopt.mlp_lopt import Segments
 from metalab.lopt.systems import State
@@ -41,6 +52,7 @@ __all__ = ["LearnedOptimizer"]
 _Kind = Literal["entry", "tensor", "global"]
 _DTYPE = torch.float32
 _PREFIX = "lopt."
+_RECORD = "lopt_arch"  # state_dict key of the architecture record (name, θ size)
 
 
 class LearnedOptimizer(torch.optim.Optimizer):
@@ -50,12 +62,23 @@ class LearnedOptimizer(torch.optim.Optimizer):
         params: parameters or parameter groups, as for any torch optimizer.
         weights: ``None`` (the packaged default), a weights-file path, a
             :class:`LoptWeights`, or a ``[D]`` tensor ``θ`` (then ``arch`` is required).
-        arch: an architecture instance or registry name; with a file it must match it.
-        arch_options: options for ``arch`` given by name.
+        arch: an architecture instance or registry name; with a file (or the default) it
+            must be the file's architecture (a different arch is refused even when its
+            ``θ`` has the same size, since the weights would mean something else).
+        arch_options: options for ``arch`` given by name with a ``θ`` tensor (a weights
+            file carries its own options, so they are refused there).
+        lr: multiplier of every update (default 1.0 = the learned step sizes as
+            meta-trained); per group like any torch ``lr``, so LR schedulers work.
 
     Raises:
-        ConfigError: missing/corrupt weights, ``θ`` of the wrong size, an arch that does
-            not match the file, sparse or complex gradients.
+        ConfigError: missing/corrupt weights, ``θ`` of the wrong size or not finite, an
+            arch that does not match the file, a negative or non-finite ``lr``, sparse or
+            complex gradients; at ``step``, a loss that is not one number.
+        UnknownNameError: an ``arch`` name that is not registered (with suggestions).
+
+    A NaN/inf in one gradient entry makes the whole tensor's update NaN, not only that
+    entry's: the learned archs normalize their inputs by the tensor's RMS, which the bad
+    entry poisons (guard with e.g. ``torch.nan_to_num_`` or skip such steps).
 
     Example:
         >>> opt = LearnedOptimizer(model.parameters(), weights="lopt.pt")  # doctest: +SKIP
@@ -69,21 +92,28 @@ class LearnedOptimizer(torch.optim.Optimizer):
         arch: OptimizerArch | str | None = None,
         *,
         arch_options: Mapping[str, Any] | None = None,
+        lr: float = 1.0,
     ) -> None:
         self.arch, theta, self.provenance = _resolve(weights, arch, arch_options)
         self._theta = theta.reshape(1, -1).to(_DTYPE)
         self._theta_cache: dict[torch.device, Tensor] = {}
+        self._layout: dict[str, tuple[_Kind, tuple[int, ...]]] | None = None
         self._kinds: dict[str, _Kind] | None = None
-        super().__init__(params, {"val_loss": None})
+        super().__init__(params, {"val_loss": None, "lr": _check_lr(lr)})
 
     @property
     def theta(self) -> Tensor:
         """The optimizer weights ``[D]`` (float32, CPU)."""
         return self._theta[0]
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Torch's ``add_param_group``, refusing a group ``lr`` that is not a multiplier."""
+        _check_lr(param_group.get("lr", self.defaults["lr"]))
+        super().add_param_group(param_group)
+
     def observe_validation_loss(self, value: float | Tensor) -> None:
         """Record the latest validation loss; it is fed to every following step."""
-        loss = float(value.detach().reshape(-1)[0]) if isinstance(value, Tensor) else float(value)
+        loss = float(_one_number(value, "the validation loss"))
         for group in self.param_groups:
             group["val_loss"] = loss
 
@@ -109,8 +139,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 result = closure()
         train = loss if loss is not None else result
+        if train is not None:  # refused before any parameter changes
+            train = _one_number(train, "the training loss")
         if val_loss is not None:
             self.observe_validation_loss(val_loss)
+        for group in self.param_groups:
+            _check_lr(group.get("lr", 1.0))
         with torch.no_grad():
             for group in self.param_groups:
                 active = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
@@ -131,11 +165,16 @@ class LearnedOptimizer(torch.optim.Optimizer):
         grads = torch.cat([p.grad.reshape(-1).to(_DTYPE) for p in params])  # type: ignore[union-attr]
         self._init_missing(params, group)
         state = self._gather(params)
-        t = torch.stack([self.state[p]["step"] for p in params]).max().reshape(1).to(device)
+        stepped = [q for q in group["params"] if "step" in self.state.get(q, {})]
+        steps = [self.state[q]["step"] for q in stepped if q.device == device]
+        t = torch.stack(steps).max().reshape(1).to(device)  # the group's training time
         losses = _loss_features(train, group["val_loss"], device)
         new_flat, new_state = self.arch.step(
             self._theta_on(device), flat, grads.unsqueeze(0), state, t, segments, losses
         )
+        lr = _check_lr(group.get("lr", 1.0))
+        if lr != 1.0:  # skipped at 1.0: the default stays bit-identical to the arch
+            new_flat = flat + lr * (new_flat - flat)
         _write_back(params, new_flat[0].split(sizes), flat[0].split(sizes))
         self._scatter(params, new_state, group)
         step = (t[0] + 1).to("cpu")
@@ -147,16 +186,131 @@ class LearnedOptimizer(torch.optim.Optimizer):
             self._theta_cache[device] = self._theta.to(device)
         return self._theta_cache[device]
 
-    def _state_kinds(self) -> dict[str, _Kind]:
-        """Which state tensors are per entry ``[P, N, ...]``, per tensor ``[P, S, ...]``, global.
+    def _state_layout(self) -> dict[str, tuple[_Kind, tuple[int, ...]]]:
+        """Each state tensor's kind and its shape for the probe layout ``N = 5``, ``S = 2``.
 
-        Found once by probing ``init_state`` on a layout with ``N = 5`` and ``S = 2``.
+        Kinds: per entry ``[P, N, ...]``, per tensor ``[P, S, ...]`` or global. Found once
+        by probing ``init_state``; the shapes let :meth:`load_state_dict` check a state.
         """
-        if self._kinds is None:
+        if self._layout is None:
             probe = Segments.from_shapes([(2,), (3,)], torch.device("cpu"))
             state = self.arch.init_state(torch.zeros(1, 5, dtype=_DTYPE), probe)
-            self._kinds = {key: _kind(value, 5, 2) for key, value in state.items()}
+            self._layout = {k: (_kind(v, 5, 2), tuple(v.shape)) for k, v in state.items()}
+        return self._layout
+
+    def _state_kinds(self) -> dict[str, _Kind]:
+        if self._kinds is None:
+            self._kinds = {key: kind for key, (kind, _) in self._state_layout().items()}
         return self._kinds
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state dict of torch plus ``"lopt_arch"``: the architecture's name and ``θ`` size.
+
+        The per-parameter state means nothing to another architecture (or the same one
+        with other options), so :meth:`load_state_dict` refuses a mismatch by this record.
+        """
+        saved = super().state_dict()
+        saved[_RECORD] = {"name": self.arch.name, "theta_dim": self.arch.theta_dim}
+        return saved
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Torch's ``load_state_dict``, after checking the state fits this architecture.
+
+        With the ``"lopt_arch"`` record its name and ``θ`` size must match; without it
+        (state dicts of earlier versions) every parameter's state must hold exactly this
+        architecture's state tensors in the right shapes. Nothing changes when refused.
+
+        Raises:
+            ConfigError: not an optimizer state dict, another architecture's state, or
+                parameter groups that do not match this optimizer's.
+        """
+        if (
+            not isinstance(state_dict, Mapping)
+            or not isinstance(state_dict.get("state"), Mapping)
+            or not isinstance(state_dict.get("param_groups"), list)
+        ):
+            raise ConfigError("not an optimizer state_dict (it needs 'state' and 'param_groups')")
+        self._check_record(state_dict.get(_RECORD))
+        ids = self._saved_ids(state_dict["param_groups"])
+        state = {}
+        for key, value in state_dict["state"].items():
+            param = ids.get(key)
+            state[key] = value if param is None else self._checked_state(param, value)
+        torch_dict = {k: v for k, v in state_dict.items() if k != _RECORD}
+        super().load_state_dict({**torch_dict, "state": state})
+        for group in self.param_groups:  # keys added since the state dict was saved
+            for key, default in self.defaults.items():
+                group.setdefault(key, default)
+
+    def _check_record(self, record: Any) -> None:
+        if record is None:
+            return
+        name, dim = (
+            (record.get("name"), record.get("theta_dim"))
+            if isinstance(record, Mapping)
+            else (None, None)
+        )
+        if not isinstance(name, str) or not isinstance(dim, int):
+            raise ConfigError(f"damaged optimizer state_dict: {_RECORD!r} is {record!r}")
+        ours = (self.arch.name, self.arch.theta_dim)
+        if (name, dim) != ours:
+            raise ConfigError(
+                f"the state_dict is from a {name!r} learned optimizer with {dim} weights; "
+                f"this one is {ours[0]!r} with {ours[1]}"
+            )
+
+    def _saved_ids(self, saved_groups: list[Any]) -> dict[Any, Tensor]:
+        """The saved parameter ids mapped to this optimizer's parameters (as torch maps them)."""
+        try:
+            saved_lens = [len(group["params"]) for group in saved_groups]
+        except (TypeError, KeyError):
+            raise ConfigError("damaged optimizer state_dict: a param group has no params") from None
+        ours = [len(group["params"]) for group in self.param_groups]
+        if saved_lens != ours:
+            raise ConfigError(
+                f"the state_dict's parameter groups hold {saved_lens} parameters; "
+                f"this optimizer's hold {ours}"
+            )
+        saved = chain.from_iterable(group["params"] for group in saved_groups)
+        params = chain.from_iterable(group["params"] for group in self.param_groups)
+        return dict(zip(saved, params, strict=True))
+
+    def _checked_state(self, param: Tensor, saved: Any) -> dict[str, Any]:
+        """``saved`` (one parameter's state) if it is this architecture's state for ``param``.
+
+        A ``[1]`` per-tensor value is read as ``[1, 1]``: ``AdamArch`` kept one step
+        counter per group before it counted per tensor.
+        """
+        layout = self._state_layout()
+        want = {"step", *(_PREFIX + key for key in layout)}
+        if not isinstance(saved, Mapping) or set(saved) != want:
+            have = sorted(map(str, saved)) if isinstance(saved, Mapping) else type(saved).__name__
+            raise ConfigError(
+                f"the state_dict is not the state of a {self.arch.name!r} learned optimizer: "
+                f"a parameter's state holds {have}, {self.arch.name!r} keeps {sorted(want)}"
+            )
+        state = dict(saved)
+        if not isinstance(state["step"], Tensor) or state["step"].numel() != 1:
+            raise ConfigError("damaged optimizer state_dict: a parameter's 'step' is not a number")
+        for key, (kind, probe) in layout.items():
+            value = state[_PREFIX + key]
+            if kind == "entry":
+                shape = (1, param.numel(), *probe[2:])
+            elif kind == "tensor":
+                shape = (1, 1, *probe[2:])
+            else:
+                shape = probe
+            legacy = isinstance(value, Tensor) and tuple(value.shape) == (1,)
+            if legacy and kind == "tensor" and shape == (1, 1):
+                value = state[_PREFIX + key] = value.reshape(shape)
+            if not isinstance(value, Tensor) or tuple(value.shape) != shape:
+                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise ConfigError(
+                    f"the state_dict does not fit this {self.arch.name!r} learned optimizer: "
+                    f"{_PREFIX}{key} of a parameter of shape {tuple(param.shape)} is {got}, "
+                    f"expected {shape}"
+                )
+        return state
 
     def _init_missing(self, params: list[Tensor], group: dict[str, Any]) -> None:
         """Fresh arch state for parameters stepped for the first time (globals are shared)."""
@@ -233,13 +387,41 @@ def _write_back(params: list[Tensor], new: tuple[Tensor, ...], old: tuple[Tensor
             p.add_((n - o).view_as(p).to(p.dtype))
 
 
-def _loss_features(train: Any, val: float | None, device: torch.device) -> LossFeatures | None:
+def _one_number(value: Any, what: str) -> Tensor | float:
+    """``value`` if it is one number (a float or a one-element tensor of any shape).
+
+    An unreduced loss (one entry per example) would otherwise be read as its first entry.
+    """
+    if isinstance(value, bool) or not isinstance(value, Tensor | float | int):
+        raise ConfigError(f"{what} must be one number, got {type(value).__name__}")
+    if isinstance(value, Tensor) and (value.numel() != 1 or value.is_complex()):
+        raise ConfigError(
+            f"{what} must be one number, got a tensor of shape {tuple(value.shape)} "
+            "(reduce it, e.g. loss.mean())"
+        )
+    return value
+
+
+def _check_lr(value: Any) -> float:
+    """The update multiplier ``lr`` as a float, if it is a finite number ``>= 0``."""
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
+        value = float(value)
+    ok = isinstance(value, float | int) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value < 0:
+        raise ConfigError(
+            f"LearnedOptimizer lr (a multiplier of the learned update) must be a finite "
+            f"number >= 0, got {value!r}"
+        )
+    return float(value)
+
+
+def _loss_features(
+    train: Tensor | float | None, val: float | None, device: torch.device
+) -> LossFeatures | None:
     """One-particle loss features, or ``None`` when no training loss is known."""
     if train is None:
         return None
-    if not isinstance(train, Tensor | float | int):
-        raise ConfigError(f"the closure must return the loss (a number), got {type(train)}")
-    train_t = torch.as_tensor(train).detach().reshape(-1)[:1].to(device, _DTYPE)
+    train_t = torch.as_tensor(train).detach().reshape(1).to(device, _DTYPE)
     val_t = None if val is None else torch.tensor([val], dtype=_DTYPE, device=device)
     return LossFeatures(train_t, val_t)
 
@@ -249,7 +431,12 @@ def _resolve(
     arch: OptimizerArch | str | None,
     options: Mapping[str, Any] | None,
 ) -> tuple[OptimizerArch, Tensor, dict[str, Any]]:
-    """The architecture, ``θ`` and provenance from the constructor's arguments."""
+    """The architecture, ``θ`` and provenance from the constructor's arguments.
+
+    A weights file names its architecture, so a different ``arch`` is refused by name (not
+    only by ``θ`` size: a same-size arch would read the weights as something else).
+    """
+    _check_arguments(weights, arch, options)
     if isinstance(weights, Tensor):
         if arch is None:
             raise ConfigError("LearnedOptimizer(weights=<tensor>) needs arch= (name or object)")
@@ -257,12 +444,40 @@ def _resolve(
         theta, provenance = weights.detach().reshape(-1).to("cpu", _DTYPE), {}
     else:
         loaded = weights if isinstance(weights, LoptWeights) else load_weights(weights)
-        if isinstance(arch, str) and arch != loaded.arch:
-            raise ConfigError(f"the weights are for arch {loaded.arch!r}, not {arch!r}")
+        name = arch.name if isinstance(arch, OptimizerArch) else arch
+        if name is not None and name != loaded.arch:
+            raise ConfigError(f"the weights are for arch {loaded.arch!r}, not {name!r}")
         built = arch if isinstance(arch, OptimizerArch) else loaded.build_arch()
-        theta, provenance = loaded.theta, dict(loaded.provenance)
+        theta = loaded.theta.detach().reshape(-1).to("cpu", _DTYPE)
+        provenance = dict(loaded.provenance)
     if theta.numel() != built.theta_dim:
         raise ConfigError(
             f"weights have {theta.numel()} entries but arch {built.name!r} needs {built.theta_dim}"
         )
+    if not bool(torch.isfinite(theta).all()):
+        raise ConfigError("the optimizer weights θ contain non-finite values (NaN or inf)")
     return built, theta, provenance
+
+
+def _check_arguments(weights: Any, arch: Any, options: Mapping[str, Any] | None) -> None:
+    """Refuse argument types and combinations that ``_resolve`` cannot honour.
+
+    An unknown arch name is reported as such (with suggestions) before any weights are
+    read, instead of as a mismatch with the weights file.
+    """
+    if arch is not None and not isinstance(arch, OptimizerArch | str):
+        raise ConfigError(f"arch must be an architecture name or object, got {type(arch).__name__}")
+    if isinstance(arch, str):
+        arch_class(arch)
+    if not (weights is None or isinstance(weights, str | Path | Tensor | LoptWeights)):
+        raise ConfigError(
+            "weights must be None (the default), a weights-file path, a LoptWeights or a θ "
+            f"tensor, got {type(weights).__name__}"
+        )
+    if isinstance(weights, Tensor) and weights.is_complex():
+        raise ConfigError("the optimizer weights θ must be real, got a complex tensor")
+    if options and not (isinstance(weights, Tensor) and isinstance(arch, str)):
+        raise ConfigError(
+            "arch_options apply to weights=<θ tensor> with arch=<name>; a weights file "
+            "carries its own options and an arch object is already built"
+        )
