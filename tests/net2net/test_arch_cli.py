@@ -159,3 +159,11 @@ def test_cli_refuses_missing_and_unsafe_files(tmp_path):
 def test_widen_reports_are_json_serializable():
     _, report = widen(mlp(3, [4], 2), "fc1", 6, generator=torch.Generator())
     json.dumps(report.to_dict())
+
+
+def test_save_model_names_swapped_arguments(tmp_path):
+    with pytest.raises(ConfigError, match=r"order is save_model\(path, model") as info:
+        save_model(mlp(3, [4], 2), tmp_path / "m.pt", input_shape=(3,))  # type: ignore[arg-type]
+    assert "\n" not in str(info.value) and not (tmp_path / "m.pt").exists()
+    with pytest.raises(ConfigError, match=r"needs an nn\.Module as model, got a dict"):
+        save_model(tmp_path / "m.pt", {}, input_shape=(3,))  # type: ignore[arg-type]

@@ -96,3 +96,96 @@ def test_unknown_buffers_and_modes_are_refused():
     assert not transfer_optimizer(opt, model, grown, report, state="reset").state
     with pytest.raises(ConfigError, match="'carry' or 'reset'"):
         transfer_optimizer(opt, model, grown, report, state="keep")  # type: ignore[arg-type]
+
+
+OPTIMIZERS = [
+    (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+    (torch.optim.Adam, {"lr": 1e-2, "amsgrad": True}),
+    (torch.optim.AdamW, {"lr": 1e-2, "weight_decay": 0.05}),
+    (torch.optim.NAdam, {"lr": 1e-2}),
+    (torch.optim.RAdam, {"lr": 1e-2}),
+    (torch.optim.Adamax, {"lr": 1e-2}),
+    (torch.optim.RMSprop, {"lr": 1e-2, "momentum": 0.5, "centered": True}),
+    (torch.optim.Adagrad, {"lr": 1e-2, "initial_accumulator_value": 0.1}),
+]
+
+
+def _same_state(first: dict, second: dict) -> None:
+    assert first.keys() == second.keys()
+    for key, value in first.items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(value, second[key], rtol=0, atol=0)
+        else:
+            assert value == second[key]
+
+
+@pytest.mark.parametrize(
+    ("optimizer_cls", "kwargs"), OPTIMIZERS, ids=lambda v: getattr(v, "__name__", "")
+)
+def test_every_common_optimizer_is_carried_and_reset(optimizer_cls, kwargs):
+    model, opt, (x, y) = _trained(optimizer_cls, **kwargs)
+    grown, report = widen(model, "fc1", 7, generator=torch.Generator().manual_seed(3))
+    g = torch.tensor(report.mapping)
+    carried = transfer_optimizer(opt, model, grown, report)
+    assert type(carried) is optimizer_cls and carried.defaults == opt.defaults
+    for old, new in zip(opt.param_groups, carried.param_groups, strict=True):
+        assert {k: v for k, v in old.items() if k != "params"} == {
+            k: v for k, v in new.items() if k != "params"
+        }
+    old_state, new_state = opt.state[model.fc2.weight], carried.state[grown.fc2.weight]
+    assert new_state.keys() == old_state.keys()
+    for key, value in old_state.items():  # split outgoing weights: every buffer follows g
+        if value.dim():
+            torch.testing.assert_close(new_state[key], value[:, g], rtol=0, atol=0)
+    _same_state(carried.state[grown.out.bias], opt.state[model.out.bias])
+    reset = transfer_optimizer(opt, model, grown, report, state="reset")
+    fresh = optimizer_cls(grown.parameters(), **kwargs)  # Adagrad fills its state at once
+    for p in grown.parameters():
+        _same_state(reset.state.get(p, {}), fresh.state.get(p, {}))
+    for new_opt in (carried, reset):
+        before = float(F.cross_entropy(grown(x), y).detach())
+        for _ in range(3):
+            new_opt.zero_grad()
+            F.cross_entropy(grown(x), y).backward()
+            new_opt.step()
+        assert float(F.cross_entropy(grown(x), y).detach()) < before
+
+
+class ScheduledSGD(torch.optim.SGD):
+    """A user's optimizer with a constructor argument its ``defaults`` do not record."""
+
+    def __init__(self, params, lr: float = 0.1, schedule: str = "cosine") -> None:
+        super().__init__(params, lr=lr)
+        self.schedule = schedule
+
+
+def test_an_optimizer_whose_constructor_cannot_be_rebuilt_is_refused():
+    model, opt, _ = _trained(ScheduledSGD, lr=0.1, schedule="step")
+    grown, report = deepen(model, "fc1")
+    with pytest.raises(ConfigError, match="argument\\(s\\) schedule are not recorded") as info:
+        transfer_optimizer(opt, model, grown, report, state="reset")
+    assert "\n" not in str(info.value)
+
+
+def test_the_learned_optimizer_is_rebuilt_with_its_weights_and_refuses_unmappable_state():
+    from metalab.lopt import LearnedOptimizer
+
+    model, opt, (x, y) = _trained(LearnedOptimizer)
+    grown, report = widen(model, "fc1", 7, generator=torch.Generator().manual_seed(3))
+    with pytest.raises(ConfigError, match=r"'lopt\.moments' of 'fc1\.weight'.*state='reset'"):
+        transfer_optimizer(opt, model, grown, report)
+    reset = transfer_optimizer(opt, model, grown, report, state="reset")
+    assert isinstance(reset, LearnedOptimizer) and not reset.state
+    assert torch.equal(reset.theta, opt.theta) and reset.arch.name == opt.arch.name
+    assert reset.provenance == opt.provenance
+    deep, deep_report = deepen(model, "fc1")  # nothing grows: every buffer is kept as it was
+    carried = transfer_optimizer(opt, model, deep, deep_report)
+    _same_state(carried.state[deep.fc1.weight], opt.state[model.fc1.weight])
+    for new_opt, net in ((reset, grown), (carried, deep)):
+        weight = net.fc1.weight.detach().clone()
+        loss = F.cross_entropy(net(x), y)
+        new_opt.zero_grad()
+        loss.backward()
+        new_opt.step(loss=loss)
+        assert not torch.equal(net.fc1.weight, weight)
+        assert torch.isfinite(F.cross_entropy(net(x), y))

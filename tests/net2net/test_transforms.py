@@ -192,3 +192,45 @@ def test_deepening_residual_blocks_and_after_deepened_layers():
     assert (
         sum(isinstance(m, nn.Conv2d) for m in grown.modules()) == 5 + 3
     )  # five original convolutions, three inserted
+
+
+def test_preservation_error_restores_every_submodules_mode():
+    teacher = mlp(3, [4], 2, norm="batch").train()
+    teacher.bn1.eval()  # a frozen BatchNorm inside a model that is training
+    student, _ = widen(teacher, "fc1", 6, generator=gen())
+    student.train().out.eval()
+    assert preservation_error(teacher, student, torch.randn(5, 3)) < 1e-5
+    assert teacher.training and not teacher.bn1.training and teacher.fc1.training
+    assert student.training and not student.out.training and student.bn1.training
+
+
+class TwoHeads(nn.Module):
+    """A model returning a nested structure of tensors (and a non-tensor)."""
+
+    def __init__(self, width: int = 4) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, width)
+        self.a, self.b = nn.Linear(width, 2), nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, object]]:
+        h = torch.relu(self.fc(x))
+        return self.a(h), {"b": self.b(h), "name": "heads"}
+
+
+def test_preservation_error_compares_every_tensor_of_a_structured_output():
+    teacher = TwoHeads().double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    student, _ = widen(teacher, "fc", 9, generator=gen())
+    assert preservation_error(teacher, student, x) < 1e-12
+    with torch.no_grad():
+        student.b.bias.add_(0.25)  # only the second head moves
+    assert abs(preservation_error(teacher, student, x) - 0.25) < 1e-12
+
+    class OneHead(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    with pytest.raises(MetalabError, match="differ in structure"):
+        preservation_error(teacher, OneHead(), x)
+    with pytest.raises(MetalabError, match=r"differ in shape \(\[5, 2\] vs \[5, 1\]\)"):
+        preservation_error(nn.Linear(3, 2), nn.Linear(3, 1), torch.randn(5, 3))

@@ -154,7 +154,13 @@ def save_model(
         path: the file to write.
         model: a model made of whitelisted layers (see :func:`describe_model`).
         input_shape: shape of one input without the batch axis (used to check growth).
+
+    Raises:
+        ConfigError: the arguments are swapped (``save_model(model, path)``) or ``model`` is
+            not an ``nn.Module``.
+        MetalabError: a layer outside the whitelist.
     """
+    _check_save_arguments(path, model)
     state = {
         "format": FORMAT,
         "version": _VERSION,
@@ -163,6 +169,17 @@ def save_model(
         "state_dict": dict(model.state_dict()),
     }
     save_checkpoint(path, state)
+
+
+def _check_save_arguments(path: object, model: object) -> None:
+    """Name the swapped-argument mistake instead of failing to describe a path as a layer."""
+    if isinstance(path, nn.Module) and isinstance(model, (str, os.PathLike)):
+        raise ConfigError(
+            "save_model got the model first and the path second; the order is "
+            "save_model(path, model, input_shape=...)"
+        )
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"save_model needs an nn.Module as model, got a {type(model).__name__}")
 
 
 def load_model(

@@ -22,6 +22,7 @@ from metalab.core.errors import MetalabError, UnknownNameError, first_line
 __all__ = [
     "DeepenSite",
     "GrowthRefused",
+    "NormSite",
     "WidenPlan",
     "plan_deepen",
     "plan_widen",
@@ -96,15 +97,46 @@ class GrowthRefused(MetalabError):
     """The requested transformation would not preserve the network's function."""
 
 
+@dataclass(frozen=True)
+class NormSite:
+    """Where a norm after the widened layer holds one entry per unit, so Eq. 7 can copy it.
+
+    ``axis`` is the axis of its weight (and running statistics) that runs over the units;
+    ``block`` the entries per unit along it: 1, or the spatial positions of a channel when
+    the norm follows a ``flatten`` (the same blocks the consuming Linear is split by).
+    """
+
+    axis: int = 0
+    block: int = 1
+
+
 @dataclass
 class WidenPlan:
     """The modules a widening rewrites: the layer, norms on the way, and the consumers."""
 
     layer: str
-    norms: list[str] = field(default_factory=list)
+    norms: dict[str, NormSite] = field(default_factory=dict)
     consumers: list[str] = field(default_factory=list)
-    flattened: bool = False
     needs_balanced: bool = False
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How the widened layer's units lie in a tensor on their way to the consumers.
+
+    A convolution's units are the channel axis (third from last) until a ``flatten`` turns
+    each channel into a block of features on the last axis; a Linear's are the last axis.
+    """
+
+    layer: str
+    units: int
+    conv: bool
+    flat: bool = False
+
+    @property
+    def channel_axis(self) -> bool:
+        """The units are a convolution's channel axis (not yet flattened into features)."""
+        return self.conv and not self.flat
 
 
 @dataclass
@@ -192,41 +224,92 @@ def plan_widen(model: nn.Module, layer: str) -> WidenPlan:
     Raises:
         UnknownNameError: no such layer.
         GrowthRefused: the units reach the output, a residual addition, a concatenation,
-            a reshape or any operation that mixes units (the identity would not hold).
+            a reshape, any operation that mixes units (the identity would not hold), or a
+            norm or consumer whose size does not match them.
     """
     graph = trace(model)
     modules = dict(model.named_modules())
     start = _module_node(graph, model, layer, (nn.Linear, nn.Conv2d))
-    if isinstance(modules[layer], nn.Conv2d) and modules[layer].groups != 1:
+    producer = modules[layer]
+    if isinstance(producer, nn.Conv2d) and producer.groups != 1:
         raise GrowthRefused(f"layer {layer!r} is a grouped convolution; only groups=1 is supported")
-    plan, frontier, seen = WidenPlan(layer), list(start.users), {start}
+    conv = isinstance(producer, nn.Conv2d)
+    units = producer.out_channels if isinstance(producer, nn.Conv2d) else producer.out_features
+    plan, seen = WidenPlan(layer), {start}
+    frontier = [(user, _Layout(layer, units, conv)) for user in start.users]
     while frontier:
-        node = frontier.pop(0)
+        node, layout = frontier.pop(0)
         if node in seen:
             continue
         seen.add(node)
         module = modules.get(str(node.target)) if node.op == "call_module" else None
         if isinstance(module, (nn.Linear, nn.Conv2d)):
-            _check_consumer(node, module, layer, seen)
+            _check_consumer(node, module, layout, seen)
             plan.consumers.append(str(node.target))
             continue
         if isinstance(module, _NORMS):
             _check_single_call(graph, str(node.target), layer)
-            plan.norms.append(str(node.target))
-            plan.needs_balanced |= isinstance(module, nn.LayerNorm)
+            site = _norm_site(str(node.target), module, layout)
+            if site is not None:
+                plan.norms[str(node.target)] = site
+                plan.needs_balanced |= isinstance(module, nn.LayerNorm)
         elif _is_flatten(node, modules):
-            plan.flattened = True
+            layout = _Layout(layer, units, conv, flat=True)
         elif not _passes_units(node, modules):
             raise GrowthRefused(_refusal(layer, node))
-        frontier.extend(node.users)
+        frontier.extend((user, layout) for user in node.users)
     return plan
 
 
-def _check_consumer(node: fx.Node, module: nn.Module, layer: str, seen: set[fx.Node]) -> None:
+def _norm_site(name: str, module: nn.Module, layout: _Layout) -> NormSite | None:
+    """Where ``module`` holds the units, or ``None`` for a LayerNorm within each channel.
+
+    A LayerNorm over the trailing spatial axes of a convolution's output (``[W]``, ``[H, W]``)
+    normalizes every channel on its own, so replicated channels stay replicas and it needs
+    no change. Any other norm must have one entry per unit (or per unit and position after
+    a flatten) on the axis that runs over them, else widening would break it.
+    """
+    if isinstance(module, nn.LayerNorm):
+        shape = tuple(module.normalized_shape)
+        axis = len(shape) - (3 if layout.channel_axis else 1)
+        if axis < 0:
+            return None
+        size, what = shape[axis], f"normalized_shape {list(shape)}"
+    else:
+        assert isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d))
+        axis, size, what = 0, module.num_features, f"{module.num_features} features"
+    blocks = layout.conv and layout.flat
+    if size == layout.units or (blocks and size % layout.units == 0 and size > 0):
+        return NormSite(axis, size // layout.units)
+    per = "a multiple of the" if blocks else "one entry per"
+    raise GrowthRefused(
+        f"{type(module).__name__} {name!r} after {layout.layer!r} has {what}, not {per} "
+        f"{layout.units} units of {layout.layer!r} on its unit axis; it cannot be widened"
+    )
+
+
+def _check_consumer(node: fx.Node, module: nn.Module, layout: _Layout, seen: set[fx.Node]) -> None:
+    """Refuse a consumer that does not read the units on its input-feature/channel axis."""
+    layer, name = layout.layer, node.target
     if isinstance(module, nn.Conv2d) and module.groups != 1:
-        raise GrowthRefused(f"{layer!r} feeds the grouped convolution {node.target!r}; unsupported")
+        raise GrowthRefused(f"{layer!r} feeds the grouped convolution {name!r}; unsupported")
     if node.args and node.args[0] not in seen:
-        raise GrowthRefused(f"{layer!r} reaches {node.target!r} through an unsupported argument")
+        raise GrowthRefused(f"{layer!r} reaches {name!r} through an unsupported argument")
+    if isinstance(module, nn.Conv2d) and not layout.channel_axis:
+        raise GrowthRefused(
+            f"the units of {layer!r} reach the Conv2d {name!r} on an axis other than its "
+            "input channels; widening would not rewire it"
+        )
+    if isinstance(module, nn.Linear) and layout.channel_axis:
+        raise GrowthRefused(
+            f"the Linear {name!r} acts on the last (width) axis of {layer!r}'s output, not on "
+            "its channels; only a flatten(start_dim=1) into a Linear can be rewired"
+        )
+    if isinstance(module, nn.Linear) and not layout.conv and module.in_features != layout.units:
+        raise GrowthRefused(
+            f"the Linear {name!r} has {module.in_features} inputs, not the {layout.units} "
+            f"units of {layer!r}; they reach it through an unsupported reshape"
+        )
 
 
 def _check_single_call(graph: fx.Graph, name: str, layer: str) -> None:

@@ -11,12 +11,13 @@ and second moments by its square. New layers start with an empty state.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from metalab.core.errors import ConfigError
+from metalab.core.errors import ConfigError, first_line
 from metalab.net2net.report import GrowthReport, ParamChange
 
 __all__ = ["OptimizerState", "transfer_optimizer"]
@@ -29,6 +30,7 @@ _MOMENT_POWER = {
     "exp_avg": 1,
     "grad_avg": 1,
     "exp_avg_sq": 2,
+    "exp_inf": 1,
     "max_exp_avg_sq": 2,
     "square_avg": 2,
     "sum": 2,
@@ -57,8 +59,10 @@ def transfer_optimizer(
             starts from an empty state.
 
     Raises:
-        ConfigError: unknown ``state``, or a per-parameter buffer whose meaning is unknown
-            (use ``state="reset"``).
+        ConfigError: unknown ``state``; with ``"carry"``, a buffer of a grown parameter whose
+            meaning or shape is unknown (use ``state="reset"``); an optimizer class whose
+            constructor arguments are not all recorded in its ``defaults``
+            (:class:`~metalab.lopt.LearnedOptimizer` is rebuilt with its arch and θ).
     """
     if state not in ("carry", "reset"):
         raise ConfigError(f"optimizer state must be 'carry' or 'reset', got {state!r}")
@@ -83,7 +87,7 @@ def transfer_optimizer(
         groups[_group_of(report.layer, optimizer, old_names)]["params"].extend(
             new_params[n] for n in fresh
         )
-    new_optimizer = type(optimizer)(groups, **optimizer.defaults)
+    new_optimizer = _rebuild(optimizer, groups)
     if state == "carry":
         by_name = {name: p for p, name in ((p, old_names.get(id(p))) for p in optimizer.state)}
         for name, change in report.params.items():
@@ -102,15 +106,65 @@ def _group_of(layer: str, optimizer: torch.optim.Optimizer, old_names: dict[int,
     return 0
 
 
+def _rebuild(
+    optimizer: torch.optim.Optimizer, groups: list[dict[str, Any]]
+) -> torch.optim.Optimizer:
+    """An optimizer of ``optimizer``'s class and settings over ``groups``.
+
+    Each group already carries its hyper-parameters; the constructor gets the defaults it
+    accepts by name (``AdamW`` records ``decoupled_weight_decay`` but does not take it). A
+    constructor argument that ``optimizer.defaults`` does not record could only be guessed,
+    so such a class is refused, except metalab's own learned optimizer (same arch and θ).
+    """
+    from metalab.lopt.optimizer import LearnedOptimizer  # only torch's optimizers otherwise
+
+    cls = type(optimizer)
+    if isinstance(optimizer, LearnedOptimizer):
+        rebuilt = LearnedOptimizer(groups, weights=optimizer.theta, arch=optimizer.arch)
+        rebuilt.provenance = dict(optimizer.provenance)
+        return rebuilt
+    arguments = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, params
+    named = {a.name for a in arguments if a.kind not in (a.VAR_POSITIONAL, a.VAR_KEYWORD)}
+    unknown = sorted(named - set(optimizer.defaults))
+    if unknown:
+        raise ConfigError(
+            f"cannot rebuild {cls.__name__} over the grown model: its constructor argument(s) "
+            f"{', '.join(unknown)} are not recorded in optimizer.defaults; build the optimizer "
+            "over the grown model yourself"
+        )
+    any_keyword = any(a.kind is a.VAR_KEYWORD for a in arguments)
+    kwargs = {k: v for k, v in optimizer.defaults.items() if any_keyword or k in named}
+    try:
+        return cls(groups, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot rebuild {cls.__name__} over the grown model ({first_line(exc)})"
+        ) from None
+
+
 def _map_state(state: dict[str, Any], param: Tensor, change: ParamChange) -> dict[str, Any]:
+    """The optimizer state of ``param`` moved onto the grown parameter ``change`` describes.
+
+    Scalars (step counts) are copied; a parameter kept as it was keeps every buffer. A
+    grown parameter's buffers must be parameter-shaped moments of known meaning, mapped by
+    ``g`` and scaled; anything else is refused rather than copied unmapped.
+    """
     mapped: dict[str, Any] = {}
     for key, value in state.items():
-        if not (isinstance(value, Tensor) and value.shape == param.shape and value.dim() > 0):
+        if change.index is not None and isinstance(value, (list, tuple, dict)):
+            raise ConfigError(
+                f"cannot carry optimizer state {key!r} of {change.source!r} through growth: "
+                f"it is a {type(value).__name__}, which cannot be mapped; use state='reset'"
+            )
+        if not isinstance(value, Tensor) or value.dim() == 0 or change.index is None:
             mapped[key] = value.clone() if isinstance(value, Tensor) else value
             continue
-        if change.index is None:
-            mapped[key] = value.clone()
-            continue
+        if value.shape != param.shape:
+            raise ConfigError(
+                f"cannot carry optimizer state {key!r} of {change.source!r} through growth: "
+                f"its shape {list(value.shape)} is not the parameter's {list(param.shape)}, so "
+                "it cannot be mapped; use state='reset'"
+            )
         if key not in _MOMENT_POWER:
             raise ConfigError(
                 f"cannot carry optimizer buffer {key!r} of {change.source!r} through growth; "

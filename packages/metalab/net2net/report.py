@@ -7,6 +7,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils._pytree import tree_flatten
+
+from metalab.core.errors import MetalabError
 
 __all__ = ["GrowthReport", "ParamChange", "preservation_error"]
 
@@ -105,13 +108,69 @@ def preservation_error(before: nn.Module, after: nn.Module, inputs: Tensor) -> f
     """``max |f_before(x) - f_after(x)|`` over ``inputs``, both models in eval mode.
 
     Eval mode makes BatchNorm use its running statistics, so this measures the function the
-    paper's identities preserve. The models' train/eval modes are restored afterwards.
+    paper's identities preserve. Outputs may be tensors or (nested) tuples, lists and dicts
+    of them; the maximum is over every tensor (NaN if any difference is NaN). Every
+    submodule's train/eval mode is restored afterwards (a frozen ``eval()`` BatchNorm
+    inside a model in train mode stays frozen).
+
+    Raises:
+        MetalabError: the two models return differently structured or shaped outputs, or
+            no tensor at all.
     """
-    modes = before.training, after.training
+    modes = _modes(before), _modes(after)
     before.eval()
     after.eval()
     try:
-        return float((before(inputs) - after(inputs)).abs().max())
+        return _max_difference(before(inputs), after(inputs))
     finally:
-        before.train(modes[0])
-        after.train(modes[1])
+        _restore(modes[0])
+        _restore(modes[1])
+
+
+def _modes(model: nn.Module) -> dict[nn.Module, bool]:
+    """Each submodule's ``training`` flag: ``model.train(mode)`` alone would overwrite them."""
+    return {module: module.training for module in model.modules()}
+
+
+def _restore(modes: dict[nn.Module, bool]) -> None:
+    """Put every flag back one by one (not via ``train()``, which recurses over children)."""
+    for module, training in modes.items():
+        module.training = training
+
+
+def _max_difference(first: Any, second: Any) -> float:
+    """The largest absolute difference over every tensor of two like-structured outputs."""
+    leaves, spec = tree_flatten(first)
+    other, other_spec = tree_flatten(second)
+    if spec != other_spec:
+        raise MetalabError(
+            f"the models' outputs differ in structure ({_kind(first)} vs {_kind(second)}); "
+            "cannot compare them"
+        )
+    pairs = [
+        (a, b)
+        for a, b in zip(leaves, other, strict=True)
+        if isinstance(a, Tensor) or isinstance(b, Tensor)
+    ]
+    if not pairs:
+        raise MetalabError(f"the models return no tensor ({_kind(first)}); nothing to compare")
+    worst = [0.0]
+    for a, b in pairs:
+        if not (isinstance(a, Tensor) and isinstance(b, Tensor)) or a.shape != b.shape:
+            raise MetalabError(
+                f"the models' outputs differ in shape ({_shape(a)} vs {_shape(b)}); "
+                "cannot compare them"
+            )
+        if a.numel():
+            worst.append(float((a - b).abs().max()))
+    return float(torch.tensor(worst, dtype=torch.float64).max())  # keeps a NaN, unlike max()
+
+
+def _kind(output: Any) -> str:
+    """The output's type name, for a one-line message (never the values themselves)."""
+    return type(output).__name__
+
+
+def _shape(output: Any) -> str:
+    """A tensor's shape, or the type of a non-tensor leaf, for a one-line message."""
+    return str(list(output.shape)) if isinstance(output, Tensor) else _kind(output)

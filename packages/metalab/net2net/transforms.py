@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from metalab.core.errors import ConfigError
-from metalab.net2net.graph import GrowthRefused, plan_deepen, plan_widen
+from metalab.net2net.graph import GrowthRefused, NormSite, plan_deepen, plan_widen
 from metalab.net2net.ops import (
     NoiseKind,
     identity_batchnorm,
@@ -57,7 +57,14 @@ def widen(
     every BatchNorm/LayerNorm parameter and running statistic on the way are copied along
     ``g`` (Eq. 7); each consumer's weights for a replicated unit are divided by its
     replication count (Eq. 8), per spatial position after a ``flatten`` and per kernel tap
-    for a convolution.
+    for a convolution. A norm after a ``flatten`` holds one entry per channel and position
+    and is replicated block by block; a LayerNorm within each channel (over ``[H, W]`` or
+    ``[W]``) is left alone.
+
+    Names are kept, but the rewritten parameters are new tensors of the new size: anything
+    that held the old ones (an optimizer, your own references) still sees the teacher's, so
+    re-fetch them from the grown model and use
+    :func:`~metalab.net2net.optim.transfer_optimizer`.
 
     Args:
         model: the trained network (not modified).
@@ -96,15 +103,14 @@ def widen(
         old,
         new_width,
         mapping.tolist(),
-        plan.norms,
+        list(plan.norms),
         plan.consumers,
         noise=noise,
         parameters_before=_count(model),
     )
     counts = replica_counts(mapping, old).to(torch.float64)
-    index = mapping.to(producer.weight.device)
-    for name in [layer, *plan.norms]:
-        _widen_outputs(grown.get_submodule(name), name, index, new_width, report, counts)
+    for name, site in [(layer, NormSite()), *plan.norms.items()]:
+        _widen_outputs(grown.get_submodule(name), name, mapping, counts, site, report)
     squared = 0.0
     for name in plan.consumers:
         squared += _widen_inputs(
@@ -130,26 +136,49 @@ def _layer(model: nn.Module, name: str) -> nn.Linear | nn.Conv2d:
     return module
 
 
+def _unit_index(mapping: Tensor, block: int, device: torch.device) -> Tensor:
+    """``g`` expanded to blocks of ``block`` consecutive entries per unit (a flattened channel)."""
+    offsets = torch.arange(block, device=device)
+    return (mapping.to(device)[:, None] * block + offsets).reshape(-1)
+
+
 def _widen_outputs(
-    module: nn.Module, name: str, index: Tensor, width: int, report: GrowthReport, counts: Tensor
+    module: nn.Module,
+    name: str,
+    mapping: Tensor,
+    counts: Tensor,
+    site: NormSite,
+    report: GrowthReport,
 ) -> None:
-    """Eq. 7 on a producer or a norm: every per-unit tensor is indexed by ``g``."""
+    """Eq. 7 on a producer or a norm: every per-unit tensor is indexed by ``g`` along the units.
+
+    After a flatten a norm holds one entry per unit and spatial position, so it is indexed
+    by the block-expanded ``g``; each entry is per feature, which keeps the function exact.
+    """
     for attr in ("weight", "bias", "running_mean", "running_var"):
         value = getattr(module, attr, None)
         if value is None:
             continue
-        _set(module, attr, value.index_select(0, index.to(value.device)))
+        index = _unit_index(mapping, site.block, value.device)
+        _set(module, attr, value.index_select(site.axis, index))
         if isinstance(value, nn.Parameter):
-            scale = (1.0 / counts).to(value.device, value.dtype)
-            report.params[f"{name}.{attr}"] = ParamChange(f"{name}.{attr}", 0, index, scale)
+            scale = (1.0 / counts).repeat_interleave(site.block).to(value.device, value.dtype)
+            report.params[f"{name}.{attr}"] = ParamChange(f"{name}.{attr}", site.axis, index, scale)
+    _set_width(module, len(mapping), site)
+
+
+def _set_width(module: nn.Module, width: int, site: NormSite) -> None:
+    """Record the new size, so the module's repr, checks and ``describe_model`` agree with it."""
     if isinstance(module, nn.Linear):
         module.out_features = width
     elif isinstance(module, nn.Conv2d):
         module.out_channels = width
     elif isinstance(module, nn.LayerNorm):
-        module.normalized_shape = (width,)
+        shape = list(module.normalized_shape)
+        shape[site.axis] = width * site.block
+        module.normalized_shape = tuple(shape)
     elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        module.num_features = width
+        module.num_features = width * site.block
 
 
 def _widen_inputs(
@@ -186,8 +215,7 @@ def _widen_inputs(
     else:
         widened = widened.reshape(weight.shape[0], -1)
         module.in_features = widened.shape[1]
-        offsets = torch.arange(block, device=weight.device)
-        index = (mapping.to(weight.device)[:, None] * block + offsets).reshape(-1)
+        index = _unit_index(mapping, block, weight.device)
     _set(module, "weight", widened)
     ones = torch.ones(index.numel(), dtype=weight.dtype, device=weight.device)
     report.params[f"{name}.weight"] = ParamChange(f"{name}.weight", 1, index, ones)
@@ -214,6 +242,17 @@ def deepen(
     ``h = phi(W h_prev)`` becomes ``phi(U phi(W h_prev))`` with ``U = I`` (a Linear, or a
     Conv2d with a centred identity kernel and size-preserving padding), which equals the
     original for idempotent activations (ReLU, ReLU6, Hardtanh).
+
+    Module names change. The module ``report.wrapped`` becomes an ``nn.Sequential`` holding
+    it and the new layer(s): the activation module after ``after`` when there is one
+    (``act1`` becomes ``Sequential(act1, new, [bn], act1)``; the new parameters are
+    ``act1.1.*``), else the module just before a functional activation, which may be
+    ``after`` itself. That module's tensors then move one level down: ``model.bn1`` becomes
+    ``Sequential(bn1, relu, new, [bn])``, so ``model.bn1.running_mean`` is now
+    ``model.bn1[0].running_mean`` and the state_dict key ``fc1.weight`` of a wrapped
+    ``fc1`` becomes ``fc1.0.weight``. ``report.params`` maps every new parameter name to
+    its old one; re-fetch modules and tensors from the grown model, and note that hooks on
+    the wrapped module now see the whole block.
 
     Args:
         model: the trained network (not modified).
