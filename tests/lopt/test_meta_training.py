@@ -400,6 +400,22 @@ def test_late_weighting_scales_each_step_loss_towards_the_episode_end():
         _system(MLPArch(hidden=4), weighting="final")
 
 
+def test_log_loss_scale_is_the_log_of_each_step_loss_with_a_floor():
+    gen = torch.Generator().manual_seed(4)
+    linear = _system(MLPArch(hidden=4))
+    log = _system(MLPArch(hidden=4), loss_scale="log", weighting="late")
+    state = linear.init_state(4, generator=gen)
+    theta = linear.initial_theta().expand(4, -1)
+    data = {"seed": torch.tensor([[5, 6]]).expand(4, 2)}
+    t = torch.full((4,), 2, dtype=torch.long)
+    _, plain = linear.step(state, theta, t, data)
+    _, logged = log.step(state, theta, t, data)
+    weight = 2 * 3 / (state["horizon"].to(plain.dtype) + 1)  # the log is taken before weighting
+    torch.testing.assert_close(logged, torch.log(plain.clamp_min(1e-3)) * weight)
+    with pytest.raises(ConfigError, match="loss_scale must be one of"):
+        _system(MLPArch(hidden=4), loss_scale="sqrt")
+
+
 def test_cli_meta_train_with_late_weighting_records_it(tmp_path):
     args = ["--tasks", "quadratic", "--pairs", "2", "-K", "3", "--min-horizon", "4"]
     args += ["--max-horizon", "8", "--steps", "2", "--weighting", "late", "--device", "cpu"]
@@ -409,6 +425,8 @@ def test_cli_meta_train_with_late_weighting_records_it(tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["weighting"] == "late"
     bad = _root(["--weighting", "final", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "unknown weighting 'final'" in bad.output, bad.output
+    bad = _root(["--loss-scale", "exp", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown loss scale 'exp'" in bad.output, bad.output
 
 
 def test_momentum_init_and_validation_objective_in_meta_training(tmp_path):

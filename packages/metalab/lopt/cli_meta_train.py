@@ -65,6 +65,9 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     "--weighting", default=None, help="Per-step loss weights: uniform | late (end of training)."
 )
 @click.option(
+    "--loss-scale", default=None, help="Per-step meta-loss: linear | log (across tasks).  [linear]"
+)
+@click.option(
     "--init", default=None, help="θ₀: random | momentum[:LR[:CLIP]] (mlp only).  [random]"
 )
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda[:N]")

@@ -30,7 +30,10 @@ validation-loss meta-objective counters the overfitting of training-loss meta-tr
 ``T`` steps): the plain sum of per-step losses rewards fast early progress (a large
 learning rate) even when it costs final loss, while a learned optimizer is judged by the
 loss it ends training at. PES stays unbiased for the weighted sum: the weights are just part
-of each step's loss.
+of each step's loss. ``loss_scale="log"`` uses ``log max(L_t, 10⁻³)``: on a mixed family raw
+losses differ by orders of magnitude between tasks (a quadratic at 1, an MLP at 0.05), so
+their mean is ruled by the tasks with the largest losses, while a learned optimizer is
+judged by its loss *relative* to a tuned baseline on every task (a log ratio).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from metalab.lopt.interfaces import LossFeatures, OptimizerArch, Task, TaskFamil
 from metalab.lopt.systems import State, UnrolledSystem
 
 __all__ = [
+    "LOSS_SCALES",
     "OBJECTIVES",
     "WEIGHTINGS",
     "TaskTrainingSystem",
@@ -55,6 +59,8 @@ __all__ = [
 
 OBJECTIVES = ("train", "validation")
 WEIGHTINGS = ("uniform", "late")
+LOSS_SCALES = ("linear", "log")
+_LOG_FLOOR = 1e-3
 
 _SEED_HIGH = 2**62
 _OPT_PREFIX = "opt."
@@ -91,6 +97,8 @@ class TaskTrainingSystem(UnrolledSystem):
             ``val_every`` steps).
         weighting: ``"uniform"`` (every step's ``L_t`` counts once) or ``"late"`` (``L_t``
             weighted by ``2(t + 1)/(T + 1)``, emphasizing the end of training).
+        loss_scale: ``"linear"`` (``L_t`` as is) or ``"log"`` (``log max(L_t, 10⁻³)``,
+            comparable across tasks whose losses differ in scale).
     """
 
     def __init__(
@@ -108,6 +116,7 @@ class TaskTrainingSystem(UnrolledSystem):
         device: torch.device | str = "cpu",
         objective: str = "train",
         weighting: str = "uniform",
+        loss_scale: str = "linear",
     ) -> None:
         if not 1 <= min_horizon <= max_horizon:
             raise ConfigError(
@@ -119,7 +128,9 @@ class TaskTrainingSystem(UnrolledSystem):
             raise ConfigError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         if weighting not in WEIGHTINGS:
             raise ConfigError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        self.objective, self.weighting = objective, weighting
+        if loss_scale not in LOSS_SCALES:
+            raise ConfigError(f"loss_scale must be one of {LOSS_SCALES}, got {loss_scale!r}")
+        self.objective, self.weighting, self.loss_scale = objective, weighting, loss_scale
         self.arch, self.family = arch, family
         self.device = torch.device(device)
         self.min_horizon, self.max_horizon = min_horizon, max_horizon
@@ -205,6 +216,8 @@ class TaskTrainingSystem(UnrolledSystem):
             params=new_params, val=val, task_seed=state["task_seed"], horizon=state["horizon"]
         )
         step_loss = loss if self.objective == "train" else val.to(loss.dtype)
+        if self.loss_scale == "log":  # NaN stays NaN: the estimator maps it to its clip
+            step_loss = torch.log(step_loss.clamp_min(_LOG_FLOOR))
         if self.weighting == "late":
             horizon = state["horizon"].to(step_loss.dtype)
             step_loss = step_loss * (2 * (t.to(step_loss.dtype) + 1) / (horizon + 1))

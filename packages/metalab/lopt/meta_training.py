@@ -33,7 +33,7 @@ from metalab.lopt.arch_init import check_init, initial_theta
 from metalab.lopt.base import GradientEstimator
 from metalab.lopt.es import PES, PESState, TruncatedES, TruncatedESState
 from metalab.lopt.interfaces import OptimizerArch, TaskFamily
-from metalab.lopt.meta_system import OBJECTIVES, WEIGHTINGS, TaskTrainingSystem
+from metalab.lopt.meta_system import LOSS_SCALES, OBJECTIVES, WEIGHTINGS, TaskTrainingSystem
 
 __all__ = [
     "ESTIMATORS",
@@ -79,6 +79,8 @@ class MetaTrainConfig:
         objective: per-step meta-loss: ``train`` or ``validation`` (:class:`TaskTrainingSystem`).
         weighting: ``uniform`` or ``late`` (per-step losses weighted towards the episode's
             end, :class:`TaskTrainingSystem`).
+        loss_scale: ``linear`` or ``log`` (per-step losses on a log scale, comparable
+            across tasks, :class:`TaskTrainingSystem`).
     """
 
     arch: str = "mlp"
@@ -101,6 +103,7 @@ class MetaTrainConfig:
     init: str = "random"
     objective: str = "train"
     weighting: str = "uniform"
+    loss_scale: str = "linear"
 
     def check(self) -> None:
         """Raise :class:`ConfigError` (one line) on an impossible setting."""
@@ -126,8 +129,9 @@ class MetaTrainConfig:
             )
         if self.objective not in OBJECTIVES:
             raise UnknownNameError("objective", self.objective, OBJECTIVES)
-        if self.weighting not in WEIGHTINGS:
-            raise UnknownNameError("weighting", self.weighting, WEIGHTINGS)
+        for name, known in (("weighting", WEIGHTINGS), ("loss_scale", LOSS_SCALES)):
+            if getattr(self, name) not in known:
+                raise UnknownNameError(name.replace("_", " "), getattr(self, name), known)
         check_init(self.init, self.arch)
         check_outer(self.outer)
 
@@ -180,6 +184,7 @@ def build_meta_system(
         device=device,
         objective=config.objective,
         weighting=config.weighting,
+        loss_scale=config.loss_scale,
     )
 
 
