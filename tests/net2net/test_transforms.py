@@ -120,6 +120,12 @@ def test_impossible_growth_is_refused_with_one_clear_line(call, match):
     assert "\n" not in str(info.value)
 
 
+def test_a_model_without_growable_layers_says_so():
+    model = nn.Sequential(nn.Conv1d(1, 3, 3), nn.ReLU(), nn.Conv1d(3, 2, 1))
+    with pytest.raises(GrowthRefused, match=r"not a Linear or Conv2d; the model has no Linear"):
+        widen(model, "0", 6, generator=gen())
+
+
 def test_unknown_layers_get_suggestions():
     with pytest.raises(UnknownNameError, match="did you mean fc1"):
         widen(mlp(3, [4], 2), "fc", 5, generator=gen())

@@ -174,9 +174,9 @@ def _module_node(graph: fx.Graph, model: nn.Module, name: str, kinds: tuple[type
         raise UnknownNameError("layer", name, layers)
     if not isinstance(modules[name], kinds):
         allowed = " or ".join(k.__name__ for k in kinds)
+        choices = f"choose one of: {', '.join(layers)}" if layers else f"the model has no {allowed}"
         raise GrowthRefused(
-            f"layer {name!r} is a {type(modules[name]).__name__}, not a {allowed}; "
-            f"choose one of: {', '.join(layers)}"
+            f"layer {name!r} is a {type(modules[name]).__name__}, not a {allowed}; {choices}"
         )
     calls = [n for n in graph.nodes if n.op == "call_module" and n.target == name]
     if len(calls) != 1:
