@@ -230,7 +230,7 @@ class Bounded:
         ({"widths": [8, 0]}, r"params\.widths\[1\] must be >= 1, got 0"),
         ({"lr": float("inf")}, r"params\.lr must be a finite number, got inf"),
         ({"momentum": float("nan")}, r"params\.momentum must be a finite number"),
-        ({"clip": float("nan")}, r"params\.clip must be float \| None"),
+        ({"clip": float("nan")}, r"params\.clip must be a finite number, got nan"),
     ],
 )
 def test_bounds_and_finiteness_are_checked(values, message):

@@ -317,3 +317,15 @@ def test_train_mode_batch_norm_is_refused_with_the_way_out(gen):
 def _loaded_members(net, stacked):
     count = next(iter(stacked.values())).shape[0]
     return [_loaded(net, {k: v[i] for k, v in stacked.items()}) for i in range(count)]
+
+
+def test_train_mode_instance_norm_that_tracks_statistics_is_refused(gen):
+    net = nn.Sequential(
+        nn.Linear(4, 6),
+        nn.Unflatten(1, (2, 3)),
+        nn.InstanceNorm1d(2, track_running_stats=True),
+        nn.Flatten(),
+    )
+    members = stack_params(_random_members(net, 2, gen))
+    with pytest.raises(ConfigError, match="is in train mode"):
+        population_forward(net, members, torch.randn(8, 4, generator=gen))

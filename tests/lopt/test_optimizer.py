@@ -497,3 +497,19 @@ def test_a_group_lr_is_checked_when_the_group_is_added():
     opt = LearnedOptimizer(model[0].parameters(), gradient_descent_theta(), "mlp", lr=0.5)
     opt.add_param_group({"params": model[2].parameters(), "lr": 2.0})
     assert [g["lr"] for g in opt.param_groups] == [0.5, 2.0]
+
+
+def test_a_parameter_never_stepped_but_looked_at_still_round_trips():
+    """Reading ``opt.state[p]`` (a logging hook) stores ``{}``; that state_dict must load."""
+    x, y = _cancer()
+    model = _mlp()
+    opt = _mlp_opt(model.parameters())
+    model[2].weight.requires_grad_(False)
+    _one_step(model, opt, x, y)
+    assert opt.state[model[2].weight] == {}  # the look that stores an empty state
+    clone = copy.deepcopy(model)
+    clone_opt = _mlp_opt(clone.parameters())
+    clone_opt.load_state_dict(_saved(opt))
+    model[2].weight.requires_grad_(True)
+    clone[2].weight.requires_grad_(True)
+    assert _train(model, opt, x, y, 2) == _train(clone, clone_opt, x, y, 2)

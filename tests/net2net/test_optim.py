@@ -189,3 +189,17 @@ def test_the_learned_optimizer_is_rebuilt_with_its_weights_and_refuses_unmappabl
         new_opt.step(loss=loss)
         assert not torch.equal(net.fc1.weight, weight)
         assert torch.isfinite(F.cross_entropy(net(x), y))
+
+
+def test_lbfgs_whole_model_history_is_not_carried_and_lr_multiplier_is_kept():
+    from metalab.lopt import LearnedOptimizer
+
+    model = mlp(4, [3, 5], 2)
+    grown, report = widen(model, "fc1", 7, generator=torch.Generator().manual_seed(3))
+    lbfgs = torch.optim.LBFGS(model.parameters())
+    with pytest.raises(ConfigError, match="LBFGS keeps one history"):
+        transfer_optimizer(lbfgs, model, grown, report)
+    assert isinstance(transfer_optimizer(lbfgs, model, grown, report, state="reset"), type(lbfgs))
+    learned = LearnedOptimizer(model.parameters(), lr=0.3)
+    rebuilt = transfer_optimizer(learned, model, grown, report, state="reset")
+    assert rebuilt.defaults["lr"] == 0.3 and rebuilt.param_groups[0]["lr"] == 0.3

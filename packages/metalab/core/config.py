@@ -158,6 +158,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:  # noqa: C901 - one branc
     if hint is Any:
         return value
     if origin is typing.Union or origin is types.UnionType:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
         for option in args:
             try:
                 return _coerce(value, option, where)

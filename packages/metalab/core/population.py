@@ -120,7 +120,8 @@ def population_loss(
 
 def _refuse_tracking_batch_norm(module: nn.Module) -> None:
     for name, layer in module.named_modules():
-        tracking = isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.track_running_stats
+        # _NormBase: batch norms and instance norms that track running statistics
+        tracking = isinstance(layer, nn.modules.batchnorm._NormBase) and layer.track_running_stats
         if tracking and layer.training and layer.running_mean is not None:
             raise ConfigError(
                 f"batch norm {name or 'module'!r} is in train mode and would update one shared"

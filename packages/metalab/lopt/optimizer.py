@@ -281,6 +281,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
         A ``[1]`` per-tensor value is read as ``[1, 1]``: ``AdamArch`` kept one step
         counter per group before it counted per tensor.
         """
+        if isinstance(saved, Mapping) and not saved:
+            return {}  # never stepped (torch saves the {} that reading opt.state[p] creates)
         layout = self._state_layout()
         want = {"step", *(_PREFIX + key for key in layout)}
         if not isinstance(saved, Mapping) or set(saved) != want:

@@ -66,6 +66,11 @@ def transfer_optimizer(
     """
     if state not in ("carry", "reset"):
         raise ConfigError(f"optimizer state must be 'carry' or 'reset', got {state!r}")
+    if state == "carry" and isinstance(optimizer, torch.optim.LBFGS):
+        raise ConfigError(
+            "LBFGS keeps one history of flat whole-model vectors, which cannot follow the "
+            "grown parameters; use state='reset'"
+        )
     old_names = {id(p): name for name, p in old_model.named_parameters()}
     new_params = dict(new_model.named_parameters())
     sources = {change.source: name for name, change in report.params.items()}
@@ -120,7 +125,9 @@ def _rebuild(
 
     cls = type(optimizer)
     if isinstance(optimizer, LearnedOptimizer):
-        rebuilt = LearnedOptimizer(groups, weights=optimizer.theta, arch=optimizer.arch)
+        rebuilt = LearnedOptimizer(
+            groups, weights=optimizer.theta, arch=optimizer.arch, lr=optimizer.defaults["lr"]
+        )
         rebuilt.provenance = dict(optimizer.provenance)
         return rebuilt
     arguments = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, params

@@ -61,6 +61,11 @@ def widen(
     and is replicated block by block; a LayerNorm within each channel (over ``[H, W]`` or
     ``[W]``) is left alone.
 
+    The model is traced without an example input, so a norm is matched to the units by its
+    size: a ``BatchNorm1d`` applied to a Linear's 3-D output ``(N, S, F)`` normalizes axis
+    ``S``, and is mistaken for a norm over the units when ``S == F`` (a smaller ``S`` is
+    refused). Check such a model with :func:`~metalab.net2net.report.preservation_error`.
+
     Names are kept, but the rewritten parameters are new tensors of the new size: anything
     that held the old ones (an optimizer, your own references) still sees the teacher's, so
     re-fetch them from the grown model and use
