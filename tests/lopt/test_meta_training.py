@@ -363,14 +363,18 @@ def test_cli_trains_and_resumes(tmp_path):
     assert torch.equal(load_weights(other / "weights.pt").theta, weights.theta)
 
 
+def _one_step_inputs(system: TaskTrainingSystem) -> tuple[dict, torch.Tensor, dict]:
+    """A fresh 4-particle state, the system's θ₀ per particle and one step's data seeds."""
+    state = system.init_state(4, generator=torch.Generator().manual_seed(4))
+    theta = system.initial_theta().expand(4, -1)
+    return state, theta, {"seed": torch.tensor([[5, 6]]).expand(4, 2)}
+
+
 def test_validation_objective_returns_the_validation_loss():
-    gen = torch.Generator().manual_seed(4)
     train_sys = _system(MLPArch(hidden=4))
     val_sys = _system(MLPArch(hidden=4), objective="validation")
-    state = train_sys.init_state(4, generator=gen)
-    theta = train_sys.initial_theta().expand(4, -1)
+    state, theta, data = _one_step_inputs(train_sys)
     t = torch.zeros(4, dtype=torch.long)
-    data = {"seed": torch.tensor([[5, 6]]).expand(4, 2)}
     new_train, train_loss = train_sys.step(state, theta, t, data)
     new_val, val_loss = val_sys.step(state, theta, t, data)
     assert torch.equal(val_loss, new_val["val"]) and not torch.equal(val_loss, train_loss)
@@ -380,12 +384,9 @@ def test_validation_objective_returns_the_validation_loss():
 
 
 def test_late_weighting_scales_each_step_loss_towards_the_episode_end():
-    gen = torch.Generator().manual_seed(4)
     uniform = _system(MLPArch(hidden=4))
     late = _system(MLPArch(hidden=4), weighting="late")
-    state = uniform.init_state(4, generator=gen)
-    theta = uniform.initial_theta().expand(4, -1)
-    data = {"seed": torch.tensor([[5, 6]]).expand(4, 2)}
+    state, theta, data = _one_step_inputs(uniform)
     horizon = state["horizon"].double()
     for step in (0, 3):
         t = torch.full((4,), step, dtype=torch.long)
@@ -401,12 +402,9 @@ def test_late_weighting_scales_each_step_loss_towards_the_episode_end():
 
 
 def test_log_loss_scale_is_the_log_of_each_step_loss_with_a_floor():
-    gen = torch.Generator().manual_seed(4)
     linear = _system(MLPArch(hidden=4))
     log = _system(MLPArch(hidden=4), loss_scale="log", weighting="late")
-    state = linear.init_state(4, generator=gen)
-    theta = linear.initial_theta().expand(4, -1)
-    data = {"seed": torch.tensor([[5, 6]]).expand(4, 2)}
+    state, theta, data = _one_step_inputs(linear)
     t = torch.full((4,), 2, dtype=torch.long)
     _, plain = linear.step(state, theta, t, data)
     _, logged = log.step(state, theta, t, data)
