@@ -302,9 +302,9 @@ def test_train_mode_batch_norm_is_refused_with_the_way_out(gen):
     net = _bn_net(gen).train()
     members = stack_params(_random_members(net, 3, gen))
     x, y = torch.randn(8, 4, generator=gen), torch.randint(0, 2, (8,), generator=gen)
-    with pytest.raises(ConfigError, match=r"batch norm '1' is in train mode.*module\.eval\(\)"):
+    with pytest.raises(ConfigError, match=r"BatchNorm1d '1' is in train mode.*module\.eval\(\)"):
         population_loss(net, members, F.cross_entropy, x, y)
-    with pytest.raises(ConfigError, match="batch norm '1'"):
+    with pytest.raises(ConfigError, match="BatchNorm1d '1'"):
         population_forward(net, members, x)
     torch.func.replace_all_batch_norm_modules_(net)  # the documented way out: batch statistics
     losses = population_loss(net, members, F.cross_entropy, x, y)
@@ -327,5 +327,5 @@ def test_train_mode_instance_norm_that_tracks_statistics_is_refused(gen):
         nn.Flatten(),
     )
     members = stack_params(_random_members(net, 2, gen))
-    with pytest.raises(ConfigError, match="is in train mode"):
+    with pytest.raises(ConfigError, match="InstanceNorm1d '2' is in train mode"):
         population_forward(net, members, torch.randn(8, 4, generator=gen))

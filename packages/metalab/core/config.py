@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -58,10 +59,10 @@ class Bounds:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return
         for limit, holds, words in (
-            (self.ge, lambda v, x: v >= x, ">="),
-            (self.gt, lambda v, x: v > x, ">"),
-            (self.le, lambda v, x: v <= x, "<="),
-            (self.lt, lambda v, x: v < x, "<"),
+            (self.ge, operator.ge, ">="),
+            (self.gt, operator.gt, ">"),
+            (self.le, operator.le, "<="),
+            (self.lt, operator.lt, "<"),
         ):
             if limit is not None and not holds(value, limit):
                 raise ConfigError(f"{where} must be {words} {_number(limit)}, got {value!r}")

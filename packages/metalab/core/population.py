@@ -76,7 +76,7 @@ def population_forward(
         ConfigError: a batch-norm layer is in train mode and tracks running statistics (see
             :func:`population_loss`).
     """
-    _refuse_tracking_batch_norm(module)
+    _refuse_tracking_norms(module)
     shared_buffers = dict(buffers) if buffers is not None else dict(module.named_buffers())
 
     def one(member: dict[str, Tensor], *member_inputs: Tensor) -> Tensor:
@@ -108,7 +108,7 @@ def population_loss(
     Raises:
         ConfigError: a batch-norm layer of ``module`` is in train mode and tracks statistics.
     """
-    _refuse_tracking_batch_norm(module)
+    _refuse_tracking_norms(module)
     dims = 0 if per_member_inputs else None
     shared_buffers = dict(buffers) if buffers is not None else dict(module.named_buffers())
 
@@ -118,14 +118,14 @@ def population_loss(
     return vmap(one, in_dims=(0, dims, dims), chunk_size=chunk_size)(dict(stacked), inputs, targets)
 
 
-def _refuse_tracking_batch_norm(module: nn.Module) -> None:
+def _refuse_tracking_norms(module: nn.Module) -> None:
     for name, layer in module.named_modules():
         # _NormBase: batch norms and instance norms that track running statistics
         tracking = isinstance(layer, nn.modules.batchnorm._NormBase) and layer.track_running_stats
         if tracking and layer.training and layer.running_mean is not None:
             raise ConfigError(
-                f"batch norm {name or 'module'!r} is in train mode and would update one shared"
-                " running mean for every population member; call module.eval() or"
+                f"{type(layer).__name__} {name or 'module'!r} is in train mode and would update"
+                " one shared running mean for every population member; call module.eval() or"
                 " torch.func.replace_all_batch_norm_modules_(module)"
             )
 

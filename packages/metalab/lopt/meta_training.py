@@ -201,10 +201,14 @@ def build_estimator(config: MetaTrainConfig) -> GradientEstimator:
     )
 
 
-def check_outer(spec: str) -> None:
-    """``adam``, or ``learned:PATH`` naming a readable learned-optimizer weights file."""
+def _check_outer_name(spec: str) -> None:
     if spec != "adam" and not spec.startswith("learned:"):
         raise ConfigError(f"outer must be 'adam' or 'learned:PATH', got {spec!r}")
+
+
+def check_outer(spec: str) -> None:
+    """``adam``, or ``learned:PATH`` naming a readable learned-optimizer weights file."""
+    _check_outer_name(spec)
     if spec.startswith("learned:"):
         if not Path(spec[8:]).is_file():
             raise ConfigError(f"outer learned optimizer weights {spec[8:]!r} do not exist")
@@ -215,7 +219,7 @@ def check_outer(spec: str) -> None:
 
 def make_outer_optimizer(spec: str, param: nn.Parameter, *, lr: float) -> torch.optim.Optimizer:
     """``adam`` → ``Adam(lr)``; ``learned:PATH`` → the learned optimizer saved at ``PATH``."""
-    check_outer(spec)
+    _check_outer_name(spec)  # the file is read once, by LearnedOptimizer (which checks it)
     if spec == "adam":
         return torch.optim.Adam([param], lr=lr)
     from metalab.lopt.optimizer import LearnedOptimizer

@@ -143,21 +143,25 @@ class LearnedOptimizer(torch.optim.Optimizer):
             train = _one_number(train, "the training loss")
         if val_loss is not None:
             self.observe_validation_loss(val_loss)
-        for group in self.param_groups:
-            _check_lr(group.get("lr", 1.0))
+        rates = [_check_lr(group.get("lr", 1.0)) for group in self.param_groups]
         with torch.no_grad():
-            for group in self.param_groups:
+            for group, lr in zip(self.param_groups, rates, strict=True):
                 active = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
                 by_device: dict[torch.device, list[Tensor]] = {}
                 for p in active:
                     _check_grad(p)
                     by_device.setdefault(p.device, []).append(p)
                 for params in by_device.values():
-                    self._step_params(params, group, train)
+                    self._step_params(params, group, train, lr)
         return result
 
-    def _step_params(self, params: list[Tensor], group: dict[str, Any], train: Any) -> None:
-        """Flatten ``params``, call the arch with one particle, write the update back."""
+    def _step_params(
+        self, params: list[Tensor], group: dict[str, Any], train: Any, lr: float
+    ) -> None:
+        """Flatten ``params``, call the arch with one particle, write the update back.
+
+        ``lr`` is the group's checked update multiplier.
+        """
         device = params[0].device
         sizes = [p.numel() for p in params]
         segments = Segments.from_shapes([tuple(p.shape) for p in params], device)
@@ -172,7 +176,6 @@ class LearnedOptimizer(torch.optim.Optimizer):
         new_flat, new_state = self.arch.step(
             self._theta_on(device), flat, grads.unsqueeze(0), state, t, segments, losses
         )
-        lr = _check_lr(group.get("lr", 1.0))
         if lr != 1.0:  # skipped at 1.0: the default stays bit-identical to the arch
             new_flat = flat + lr * (new_flat - flat)
         _write_back(params, new_flat[0].split(sizes), flat[0].split(sizes))
