@@ -125,6 +125,23 @@ def test_state_dict_round_trip_gives_bit_identical_steps():
     assert float(clone_opt.state[next(clone.parameters())]["step"]) == 6
 
 
+def test_bfloat16_params_round_trip_their_float32_state_exactly():
+    """torch's load_state_dict casts state to the parameter's dtype; the learned
+    optimizer's state is float32 whatever the parameters, so it must come back float32."""
+    x, y = _cancer(torch.bfloat16)
+    model = _mlp(torch.bfloat16)
+    opt = _mlp_opt(model.parameters())
+    _train(model, opt, x, y, 3)
+    clone = copy.deepcopy(model)
+    clone_opt = _mlp_opt(clone.parameters())
+    clone_opt.load_state_dict(_saved(opt))
+    for p in clone.parameters():
+        assert all(v.dtype == torch.float32 for v in clone_opt.state[p].values())
+    assert _train(model, opt, x, y, 3) == _train(clone, clone_opt, x, y, 3)
+    for p, q in zip(model.parameters(), clone.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
 def test_validation_loss_is_fed_to_the_hierarchical_optimizer():
     x, y = _cancer()
     finals = []
@@ -486,6 +503,22 @@ def test_a_parameter_stepped_alone_later_uses_the_groups_time():
     opt.step()
     assert float(opt.state[late]["step"]) == 6
     assert float(opt.state[first]["step"]) == 5
+
+
+def test_a_group_on_two_devices_keeps_one_clock():
+    """Parameters of one group on two devices share the group's training time: one first
+    stepped late on the other device continues it (the meta device stands in for a GPU)."""
+    here, there = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(2, device="meta"))
+    opt = LearnedOptimizer([here, there], gradient_descent_theta(), "mlp")
+    for _ in range(3):
+        here.grad = torch.ones(3)
+        opt.step()
+    here.grad, there.grad = None, torch.ones(2, device="meta")
+    opt.step()
+    assert float(opt.state[there]["step"]) == 4
+    here.grad = torch.ones(3)
+    opt.step()  # both devices stepped together: both at the same time
+    assert float(opt.state[here]["step"]) == float(opt.state[there]["step"]) == 5
 
 
 def test_a_group_lr_is_checked_when_the_group_is_added():

@@ -52,18 +52,22 @@ class Segments:
 
     index: Tensor
     sizes: Tensor
-    bounds: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        stops = list(itertools.accumulate(int(n) for n in self.sizes.tolist()))
-        object.__setattr__(self, "bounds", tuple(zip([0, *stops[:-1]], stops, strict=True)))
+    bounds: tuple[tuple[int, int], ...] = field(repr=False, compare=False)
 
     @classmethod
     def from_shapes(cls, shapes: list[tuple[int, ...]], device: torch.device) -> Segments:
-        """Segments of the flat concatenation of tensors with these shapes."""
-        sizes = torch.tensor([math.prod(s) for s in shapes], device=device)
-        index = torch.repeat_interleave(torch.arange(len(shapes), device=device), sizes)
-        return cls(index, sizes)
+        """Segments of the flat concatenation of tensors with these shapes.
+
+        Sizes and bounds are computed on the host, so no device value is read back
+        (no CUDA synchronization per step).
+        """
+        counts = [math.prod(s) for s in shapes]
+        sizes = torch.tensor(counts, device=device)
+        index = torch.repeat_interleave(
+            torch.arange(len(shapes), device=device), sizes, output_size=sum(counts)
+        )
+        stops = list(itertools.accumulate(counts))
+        return cls(index, sizes, tuple(zip([0, *stops[:-1]], stops, strict=True)))
 
     def mean_square(self, features: Tensor, dim: int = -1) -> Tensor:
         """Per-tensor mean of ``features²`` along ``dim`` (length N): that dim becomes ``S``."""

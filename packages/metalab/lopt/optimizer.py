@@ -21,7 +21,8 @@ group's parameters stepped so far (so a parameter that first gets a gradient lat
 stepped alone, continues the group's schedule instead of restarting it);
 per-tensor/global state slices of parameters skipped in a step (``grad is None``) are kept.
 The optimizer computes in float32 whatever the parameters' dtype (float64 parameters
-receive the float32 update added in float64). Devices follow the parameters.
+receive the float32 update added in float64). Devices follow the parameters: a group
+spread over devices is stepped per device, on one training time for the whole group.
 
 Learning-rate schedulers: a learned optimizer chooses its own step sizes, so a param
 group's ``lr`` is a *multiplier* of the learned update (default 1.0, the optimizer as
@@ -151,16 +152,17 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 for p in active:
                     _check_grad(p)
                     by_device.setdefault(p.device, []).append(p)
+                time = _group_time(group, self.state)  # one clock for all devices
                 for params in by_device.values():
-                    self._step_params(params, group, train, lr)
+                    self._step_params(params, group, train, lr, time)
         return result
 
     def _step_params(
-        self, params: list[Tensor], group: dict[str, Any], train: Any, lr: float
+        self, params: list[Tensor], group: dict[str, Any], train: Any, lr: float, time: Tensor
     ) -> None:
         """Flatten ``params``, call the arch with one particle, write the update back.
 
-        ``lr`` is the group's checked update multiplier.
+        ``lr`` is the group's checked update multiplier; ``time`` its training time.
         """
         device = params[0].device
         sizes = [p.numel() for p in params]
@@ -169,9 +171,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         grads = torch.cat([p.grad.reshape(-1).to(_DTYPE) for p in params])  # type: ignore[union-attr]
         self._init_missing(params, group)
         state = self._gather(params)
-        stepped = [q for q in group["params"] if "step" in self.state.get(q, {})]
-        steps = [self.state[q]["step"] for q in stepped if q.device == device]
-        t = torch.stack(steps).max().reshape(1).to(device)  # the group's training time
+        t = time.reshape(1).to(device)
         losses = _loss_features(train, group["val_loss"], device)
         new_flat, new_state = self.arch.step(
             self._theta_on(device), flat, grads.unsqueeze(0), state, t, segments, losses
@@ -180,7 +180,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
             new_flat = flat + lr * (new_flat - flat)
         _write_back(params, new_flat[0].split(sizes), flat[0].split(sizes))
         self._scatter(params, new_state, group)
-        step = (t[0] + 1).to("cpu")
+        step = time.reshape(()) + 1
         for p in params:
             self.state[p]["step"] = step
 
@@ -241,6 +241,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
             state[key] = value if param is None else self._checked_state(param, value)
         torch_dict = {k: v for k, v in state_dict.items() if k != _RECORD}
         super().load_state_dict({**torch_dict, "state": state})
+        for key, param in ids.items():  # torch cast the state to the parameter's dtype
+            for name, value in state.get(key, {}).items():
+                if name.startswith(_PREFIX):
+                    self.state[param][name] = value.to(param.device, _DTYPE)
         for group in self.param_groups:  # keys added since the state dict was saved
             for key, default in self.defaults.items():
                 group.setdefault(key, default)
@@ -363,6 +367,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 raise ConfigError(f"optimizer architecture {self.arch.name!r} changed its state")
             for p, piece in zip(params, pieces, strict=True):
                 self.state[p][_PREFIX + key] = piece
+
+
+def _group_time(group: dict[str, Any], state: Mapping[Tensor, Any]) -> Tensor:
+    """The group's training time: the largest step count of its parameters, on any device."""
+    steps = [state[p]["step"].cpu() for p in group["params"] if "step" in state.get(p, {})]
+    return torch.stack(steps).max() if steps else torch.tensor(0.0, dtype=_DTYPE)
 
 
 def _kind(value: Tensor, entries: int, tensors: int) -> _Kind:
