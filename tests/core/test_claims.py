@@ -141,6 +141,20 @@ def test_resume_checks_a_hand_edited_config(toy_experiments):
         run_spec(find_spec("toy-gd"), resume=outcome.run_dir)
 
 
+def test_a_refused_resume_leaves_the_folder_untouched(toy_experiments, tmp_path):
+    """Refusing must not cost the folder its uncommitted metric lines: the user may
+    have named the wrong experiment and retry with the right one."""
+    other = load_spec(write_toy(tmp_path / "other", "other"))
+    run = run_spec(find_spec("toy-gd"), device="cpu", overrides={"steps": 1})
+    metrics = run.run_dir / "metrics.jsonl"
+    with metrics.open("a") as handle:
+        handle.write('{"step": 99, "uncommitted": true}\n')
+    before = metrics.read_bytes()
+    with pytest.raises(ConfigError, match="is a run of 'toy-gd'"):
+        run_spec(other, resume=run.run_dir)
+    assert metrics.read_bytes() == before
+
+
 def test_resume_of_another_commands_folder_says_so(toy_experiments, tmp_path):
     folder = tmp_path / "meta-train-run"
     folder.mkdir()

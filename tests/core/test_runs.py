@@ -226,6 +226,23 @@ def test_open_drops_metric_lines_after_last_checkpoint(run):
         assert [r["step"] for r in again.read_metrics()] == [0, 1, 2, 3]
 
 
+def test_open_refused_by_accept_keeps_every_line(run):
+    run.log(0, x=0)
+    run.save_checkpoint({"step": 0})
+    run.log(1, x=1)  # uncommitted
+    directory = run.dir
+    run.close()
+    before = (directory / "metrics.jsonl").read_bytes()
+
+    def refuse(config: dict) -> None:
+        assert config == CONFIG
+        raise MetalabError("not this one")
+
+    with pytest.raises(MetalabError, match="not this one"):
+        Run.open(directory, refuse)
+    assert (directory / "metrics.jsonl").read_bytes() == before
+
+
 def test_open_drops_lines_after_last_stage(run):
     run.log(0, x=0)
     run.stage("s", lambda: 1)

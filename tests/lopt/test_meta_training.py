@@ -349,6 +349,12 @@ def test_cli_trains_and_resumes(tmp_path):
     assert first.exit_code == 0, first.output
     assert "inner steps/s" in first.output and (tmp_path / "w.pt").is_file()
     (folder,) = (tmp_path / "lopt-meta-train").iterdir()
+    with (folder / "metrics.jsonl").open("a") as handle:  # a line a crash left uncommitted
+        handle.write('{"step": 99}\n')
+    before = {name: (folder / name).read_bytes() for name in ("metrics.jsonl", "config.json")}
+    fewer = _root(["--resume", str(folder), "--steps", "1", "--device", "cpu"])
+    assert fewer.exit_code == 2 and "is below the run's 2" in fewer.output, fewer.output
+    assert {name: (folder / name).read_bytes() for name in before} == before  # untouched
     more = _root(["--resume", str(folder), "--steps", "4", "--device", "cpu"])
     assert more.exit_code == 0, more.output
     assert "step 4/4" in more.output and (folder / "figures" / "meta_training.png").is_file()

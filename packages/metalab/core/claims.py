@@ -172,9 +172,14 @@ def run_spec(
     if resume is not None:
         if overrides or seed is not None:
             raise ConfigError("--resume reuses the run's stored config; drop --set/--seed")
-        run = Run.open(resume)
-        config = _stored_config(run, spec)
-        _check_params(runner, config.params)
+        stored: list[RunConfig] = []
+
+        def accept(raw: dict[str, Any]) -> None:
+            stored.append(_stored_config(raw, Path(resume), spec))
+            _check_params(runner, stored[0].params)
+
+        run = Run.open(resume, accept)
+        config = stored[0]
     else:
         params = resolve_params(spec, quick=quick, smoke=smoke, overrides=overrides)
         _check_params(runner, params)
@@ -193,16 +198,15 @@ def _check_params(runner: Runner, params: Mapping[str, Any]) -> None:
         build_config(params_class, params, where="params")
 
 
-def _stored_config(run: Run, spec: Spec) -> RunConfig:
-    stored = run.config
+def _stored_config(stored: dict[str, Any], directory: Path, spec: Spec) -> RunConfig:
     name = stored.get("name")
     if not isinstance(name, str) or not {"params", "seed", "device"} <= stored.keys():
         raise ConfigError(
-            f"{run.dir} is not a run of {spec.name!r}: its config.json is not an experiment's"
+            f"{directory} is not a run of {spec.name!r}: its config.json is not an experiment's"
             " (made by another command?)"
         )
     if name != spec.name:
-        raise ConfigError(f"{run.dir} is a run of {name!r}, not {spec.name!r}")
+        raise ConfigError(f"{directory} is a run of {name!r}, not {spec.name!r}")
     resolve_device(stored["device"])  # the device must still exist
     return RunConfig(
         stored["name"],

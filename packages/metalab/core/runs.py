@@ -77,8 +77,16 @@ class Run:
         return cls(directory, dict(config), resumed=False)
 
     @classmethod
-    def open(cls, directory: str | os.PathLike[str]) -> Run:
-        """Reopen an interrupted run to resume it; uncommitted metric lines are dropped."""
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        accept: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Run:
+        """Reopen an interrupted run to resume it; uncommitted metric lines are dropped.
+
+        ``accept`` checks the stored config first and raises to refuse the folder; a
+        refused folder is left exactly as it was (its metrics are not truncated).
+        """
         path = Path(directory)
         config_path = path / "config.json"
         if not config_path.is_file():
@@ -87,6 +95,10 @@ class Run:
             config = json.loads(config_path.read_text())
         except json.JSONDecodeError as exc:
             raise MetalabError(f"{os.fspath(config_path)!r} is not valid JSON: {exc}") from None
+        if not isinstance(config, dict):
+            raise MetalabError(f"{os.fspath(config_path)!r} is not a run config (not an object)")
+        if accept is not None:
+            accept(config)
         _truncate_lines(path / "metrics.jsonl", _committed_lines(path))
         return cls(path, config, resumed=True)
 

@@ -152,16 +152,24 @@ def _reopen(kwargs: dict[str, Any]) -> tuple[Any, Any]:
     if given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ConfigError(f"--resume continues the stored configuration; do not pass {flags}")
-    run = Run.open(kwargs["resume"])
-    config = build_config(MetaTrainConfig, run.config, where="config")
+    configs: list[MetaTrainConfig] = []
+
+    def accept(stored: dict[str, Any]) -> None:  # refuses before the run folder changes
+        config = build_config(MetaTrainConfig, stored, where="config")
+        if kwargs["steps"] is not None:
+            if kwargs["steps"] < config.steps:
+                raise ConfigError(f"--steps {kwargs['steps']} is below the run's {config.steps}")
+            config.steps = kwargs["steps"]
+        config.check()
+        configs.append(config)
+
+    run = Run.open(kwargs["resume"], accept)
+    config = configs[0]
     if kwargs["steps"] is not None:
-        if kwargs["steps"] < config.steps:
-            raise ConfigError(f"--steps {kwargs['steps']} is below the run's {config.steps}")
-        config.steps = kwargs["steps"]
         from dataclasses import asdict
 
         from metalab.core.checkpoint import atomic_write_json
 
         atomic_write_json(run.dir / "config.json", asdict(config))
-    config.check()
+        run.config = asdict(config)
     return run, config
