@@ -46,6 +46,27 @@ def test_adam_moments_follow_the_mapping_with_gradient_scaling():
     torch.testing.assert_close(ratio(new), ratio(old)[g])
 
 
+def test_rmsprop_momentum_is_scale_free_and_not_rescaled():
+    """RMSprop's momentum accumulates grad / sqrt(square_avg): the 1/count of a replica's
+    gradient cancels, so the buffer is copied while square_avg scales by 1/count²."""
+    model, opt, _ = _trained(torch.optim.RMSprop, lr=1e-2, momentum=0.9)
+    grown, report = widen(model, "fc1", 7, generator=torch.Generator().manual_seed(3))
+    new_opt = transfer_optimizer(opt, model, grown, report)
+    g = torch.tensor(report.mapping)
+    count = torch.bincount(g)[g].float()
+    old, new = opt.state[model.fc1.weight], new_opt.state[grown.fc1.weight]
+    torch.testing.assert_close(new["square_avg"], old["square_avg"][g] / count[:, None] ** 2)
+    torch.testing.assert_close(new["momentum_buffer"], old["momentum_buffer"][g])
+    # SGD's momentum holds the gradient itself, so there it does scale
+    sgd_model, sgd, _ = _trained(torch.optim.SGD, lr=1e-2, momentum=0.9)
+    sgd_grown, sgd_report = widen(sgd_model, "fc1", 7, generator=torch.Generator().manual_seed(3))
+    moved = transfer_optimizer(sgd, sgd_model, sgd_grown, sgd_report).state[sgd_grown.fc1.weight]
+    torch.testing.assert_close(
+        moved["momentum_buffer"],
+        sgd.state[sgd_model.fc1.weight]["momentum_buffer"][g] / count[:, None],
+    )
+
+
 def test_groups_hyperparameters_and_parameters_are_the_grown_models():
     model, _, _ = _trained(torch.optim.SGD, lr=0.1)
     opt = torch.optim.SGD(

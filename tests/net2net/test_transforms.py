@@ -81,6 +81,45 @@ def test_user_classes_with_functional_ops_are_grown_in_place():
     assert report.params["fc.0.weight"].source == "fc.weight"
 
 
+class ReshapingNet(nn.Module):
+    """The usual ways user code flattens a CNN's features before the classifier."""
+
+    def __init__(self, flatten: str) -> None:
+        super().__init__()
+        self.flatten = flatten
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 2 * 2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.adaptive_avg_pool2d(torch.relu(self.conv(x)), 2)
+        if self.flatten == "view":
+            h = h.view(h.size(0), -1)
+        elif self.flatten == "reshape":
+            h = h.reshape(h.shape[0], -1)
+        elif self.flatten == "flatten-1-3":
+            h = torch.flatten(h, 1, 3)
+        elif self.flatten == "view-by-channel-count":
+            h = h.view(h.size(0), h.size(1) * 4)  # reads the width: widening changes it
+        else:
+            h = h.view(-1, 12)
+        return self.fc(h)
+
+
+@pytest.mark.parametrize("flatten", ["view", "reshape", "flatten-1-3"])
+def test_batch_flattening_reshapes_are_followed(flatten):
+    net = ReshapingNet(flatten).double().eval()
+    wide, report = widen(net, "conv", 5, generator=gen())
+    assert report.params["fc.weight"].source == "fc.weight"
+    x = torch.randn(3, 1, 6, 6, dtype=torch.float64)
+    assert wide.fc.in_features == 20 and preservation_error(net, wide, x) < 1e-12
+
+
+@pytest.mark.parametrize("flatten", ["view-by-channel-count", "view-fixed"])
+def test_reshapes_that_read_or_fix_the_width_are_refused(flatten):
+    with pytest.raises(GrowthRefused, match="mixes or reshapes units"):
+        widen(ReshapingNet(flatten), "conv", 5, generator=gen())
+
+
 def test_noise_breaks_the_symmetry_between_replicas_and_no_noise_keeps_it():
     torch.manual_seed(0)
     teacher = mlp(4, [3], 2)

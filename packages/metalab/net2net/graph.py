@@ -198,16 +198,56 @@ def _describe(node: fx.Node) -> str:
     return f"{node.op} {target!r}"
 
 
-def _is_flatten(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+def _is_flatten(node: fx.Node, modules: dict[str, nn.Module], conv: bool) -> bool:
+    """Whether ``node`` flattens everything after the batch axis.
+
+    ``flatten(1)`` / ``nn.Flatten()``, ``flatten(1, 3)`` of a convolution's 4-D output, and
+    ``x.view(x.size(0), -1)`` / ``reshape`` (with ``x.size(0)`` or ``x.shape[0]``).
+    """
+    ends = (-1, 3) if conv else (-1,)
     if node.op == "call_module":
         module = modules[str(node.target)]
-        return isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1
+        return isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim in ends
+    if node.op == "call_method" and node.target in ("view", "reshape"):
+        return _is_batch_flat_shape(node)
     start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
     end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
     flat = (node.op == "call_function" and node.target is torch.flatten) or (
         node.op == "call_method" and node.target == "flatten"
     )
-    return bool(flat and start == 1 and end == -1)
+    return bool(flat and start == 1 and end in ends)
+
+
+def _is_batch_size_query(node: fx.Node) -> bool:
+    """``x.size(0)`` or ``x.shape`` read only as ``x.shape[0]``: a widening keeps it."""
+    if node.op == "call_method" and node.target == "size":
+        return (node.args[1:] or (node.kwargs.get("dim"),)) == (0,)
+    if node.op == "call_function" and node.target is getattr and node.args[1:] == ("shape",):
+        return bool(node.users) and all(
+            user.op == "call_function" and user.target is operator.getitem and user.args[1] == 0
+            for user in node.users
+        )
+    return False
+
+
+def _is_batch_flat_shape(node: fx.Node) -> bool:
+    """``x.view(x.size(0), -1)`` or ``x.view(x.shape[0], -1)`` (also as one tuple)."""
+    shape = node.args[1:]
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    if len(shape) != 2 or shape[1] != -1 or not isinstance(shape[0], fx.Node):
+        return False
+    batch, source = shape[0], node.args[0]
+    if batch.op == "call_method" and batch.target == "size":
+        return batch.args[0] is source and _is_batch_size_query(batch)
+    if batch.op == "call_function" and batch.target is operator.getitem:
+        shape_of = batch.args[0]
+        return (
+            isinstance(shape_of, fx.Node)
+            and shape_of.args == (source, "shape")
+            and _is_batch_size_query(shape_of)
+        )
+    return False
 
 
 def _passes_units(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
@@ -253,7 +293,9 @@ def plan_widen(model: nn.Module, layer: str) -> WidenPlan:
             if site is not None:
                 plan.norms[str(node.target)] = site
                 plan.needs_balanced |= isinstance(module, nn.LayerNorm)
-        elif _is_flatten(node, modules):
+        elif _is_batch_size_query(node):
+            continue  # an int, not the units (the batch size does not change)
+        elif _is_flatten(node, modules, layout.channel_axis):
             layout = _Layout(layer, units, conv, flat=True)
         elif not _passes_units(node, modules):
             raise GrowthRefused(_refusal(layer, node))
@@ -334,7 +376,7 @@ def _refusal(layer: str, node: fx.Node) -> str:
     return (
         f"the units of {layer!r} reach {what}, which mixes or reshapes units; Net2WiderNet "
         "only passes through elementwise activations, pooling, BatchNorm/LayerNorm and "
-        "flatten(start_dim=1)"
+        "flatten(start_dim=1) (or x.view(x.size(0), -1))"
     )
 
 

@@ -35,6 +35,19 @@ _MOMENT_POWER = {
     "square_avg": 2,
     "sum": 2,
 }
+# Buffers whose meaning depends on the optimizer: RMSprop's momentum accumulates
+# grad / sqrt(square_avg), in which the gradient's scale cancels.
+_CLASS_MOMENT_POWER: dict[type[torch.optim.Optimizer], dict[str, int]] = {
+    torch.optim.RMSprop: {"momentum_buffer": 0},
+}
+
+
+def _moment_powers(optimizer: torch.optim.Optimizer) -> dict[str, int]:
+    powers = dict(_MOMENT_POWER)
+    for cls, overrides in _CLASS_MOMENT_POWER.items():
+        if isinstance(optimizer, cls):
+            powers.update(overrides)
+    return powers
 
 
 def transfer_optimizer(
@@ -95,11 +108,12 @@ def transfer_optimizer(
     new_optimizer = _rebuild(optimizer, groups)
     if state == "carry":
         by_name = {name: p for p, name in ((p, old_names.get(id(p))) for p in optimizer.state)}
+        powers = _moment_powers(optimizer)
         for name, change in report.params.items():
             old_param = by_name.get(change.source)
             if old_param is not None and name in placed:
                 new_optimizer.state[new_params[name]] = _map_state(
-                    optimizer.state[old_param], old_param, change
+                    optimizer.state[old_param], old_param, change, powers
                 )
     return new_optimizer
 
@@ -149,8 +163,12 @@ def _rebuild(
         ) from None
 
 
-def _map_state(state: dict[str, Any], param: Tensor, change: ParamChange) -> dict[str, Any]:
+def _map_state(
+    state: dict[str, Any], param: Tensor, change: ParamChange, powers: dict[str, int]
+) -> dict[str, Any]:
     """The optimizer state of ``param`` moved onto the grown parameter ``change`` describes.
+
+    ``powers``: the power of the gradient each known buffer holds (its scaling exponent).
 
     Scalars (step counts) are copied; a parameter kept as it was keeps every buffer. A
     grown parameter's buffers must be parameter-shaped moments of known meaning, mapped by
@@ -172,16 +190,16 @@ def _map_state(state: dict[str, Any], param: Tensor, change: ParamChange) -> dic
                 f"its shape {list(value.shape)} is not the parameter's {list(param.shape)}, so "
                 "it cannot be mapped; use state='reset'"
             )
-        if key not in _MOMENT_POWER:
+        if key not in powers:
             raise ConfigError(
                 f"cannot carry optimizer buffer {key!r} of {change.source!r} through growth; "
                 "use state='reset'"
             )
         moved = value.index_select(change.dim, change.index.to(value.device))
-        if change.grad_scale is not None and _MOMENT_POWER[key]:
+        if change.grad_scale is not None and powers[key]:
             shape = [1] * value.dim()
             shape[change.dim] = -1
             scale = change.grad_scale.to(value.device, value.dtype).view(shape)
-            moved = moved * scale ** _MOMENT_POWER[key]
+            moved = moved * scale ** powers[key]
         mapped[key] = moved
     return mapped
