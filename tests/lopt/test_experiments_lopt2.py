@@ -12,6 +12,7 @@ from metalab.core import Run, RunConfig
 from metalab.core.errors import ConfigError, MetalabError
 from metalab.lopt.baselines import AdamArch, SGDMArch
 from metalab.lopt.evaluation import BaselineResult, EvaluationReport, TaskResult, train_task
+from metalab.lopt.experiments_batch_size import _slope, effective_learning_rate
 from metalab.lopt.experiments_lopt2 import (
     HeldoutParams,
     _outer_weights_file,
@@ -21,9 +22,7 @@ from metalab.lopt.experiments_lopt2 import (
 )
 from metalab.lopt.experiments_lopt_general import (
     _baseline_metrics,
-    _slope,
     _task_result,
-    effective_learning_rate,
     resolve_weights,
 )
 from metalab.lopt.task_zoo import MLPTask, QuadraticTask

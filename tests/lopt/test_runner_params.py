@@ -8,7 +8,8 @@ import pytest
 
 from metalab.core.config import build_config
 from metalab.core.specs import find_spec
-from metalab.lopt.experiments_lopt_general import BaselinesParams, BatchSizeParams
+from metalab.lopt.experiments_batch_size import BatchSizeParams
+from metalab.lopt.experiments_lopt_general import BaselinesParams
 from tests.support.runner_params import assert_cli_refuses, assert_refused_before_run
 
 # (spec, kind, overrides, words the error must contain)
