@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from metalab.net2net import GrowthRefused, preservation_error, widen
@@ -132,3 +133,54 @@ def test_norms_and_consumers_that_do_not_hold_the_units_are_refused(model, match
     with pytest.raises(GrowthRefused, match=match) as info:
         widen(model, "0" if isinstance(model, nn.Sequential) else "conv", 6, generator=gen())
     assert "\n" not in str(info.value)
+
+
+class NormThenPool(nn.Module):
+    """conv -> a norm -> ReLU -> global average pool (by ``mean`` or by pooling) -> Linear."""
+
+    def __init__(self, norm: nn.Module, pool: str = "mean") -> None:
+        super().__init__()
+        self.conv, self.norm, self.fc, self.pool = nn.Conv2d(1, 4, 3), norm, nn.Linear(4, 2), pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.norm(self.conv(x)))
+        if self.pool == "mean":
+            return self.fc(h.mean((2, 3)))
+        if self.pool == "torch.sum":
+            return self.fc(torch.sum(h, dim=-1).sum(-1))
+        return self.fc(F.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
+@pytest.mark.parametrize(
+    ("norm", "match"),
+    [
+        (nn.GroupNorm(2, 4), "GroupNorm 'norm' between 'conv' .* normalizes groups of 2 channels"),
+        (nn.InstanceNorm2d(4, affine=True), "InstanceNorm2d 'norm' between 'conv' .* cannot be"),
+        (nn.BatchNorm3d(4), "BatchNorm3d 'norm' between 'conv' .* cannot be widened"),
+    ],
+)
+def test_norms_widen_cannot_rewrite_are_named_by_their_class(norm, match):
+    with pytest.raises(GrowthRefused, match=match) as info:
+        widen(NormThenPool(norm), "conv", 6, generator=gen())
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("pool", "match"),
+    [
+        ("mean", r"reduced by mean over dims \(2, 3\) \(call_method 'mean', node 'mean'\)"),
+        ("torch.sum", r"reduced by sum over dims -1 \(call_function 'sum', node 'sum_1'\)"),
+    ],
+)
+def test_a_reduction_is_refused_by_naming_the_op_and_its_dims(pool, match):
+    with pytest.raises(GrowthRefused, match=match) as info:
+        widen(NormThenPool(nn.Identity(), pool), "conv", 6, generator=gen())
+    assert "adaptive_avg_pool2d(x, 1).flatten(1)" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_the_global_pool_the_reduction_refusal_suggests_is_widened():
+    model = give_statistics(NormThenPool(nn.BatchNorm2d(4), "adaptive").double(), IMAGE, seed=0)
+    grown, report = widen(model, "conv", 6, generator=gen())
+    assert report.consumers == ["fc"] and report.norms == ["norm"]
+    assert preservation_error(model, grown, _x(IMAGE)) < 1e-12

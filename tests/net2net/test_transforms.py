@@ -81,31 +81,55 @@ def test_user_classes_with_functional_ops_are_grown_in_place():
     assert report.params["fc.0.weight"].source == "fc.weight"
 
 
+def _scale_by_shape(h: torch.Tensor) -> torch.Tensor:
+    n = h.shape[0]
+    return h.reshape(n, -1) * n  # the batch size is also used as a number
+
+
+# The usual ways user code flattens a CNN's features before the classifier, and some that
+# read or fix the width (a widening would change them).
+FLATTENS = {
+    "view": lambda net, h: h.view(h.size(0), -1),
+    "reshape": lambda net, h: h.reshape(h.shape[0], -1),
+    "flatten-1-3": lambda net, h: torch.flatten(h, 1, 3),
+    "Flatten-1-3": lambda net, h: net.flat(h),
+    "view-list": lambda net, h: h.view([h.size(0), -1]),
+    "view-size-dim": lambda net, h: h.view(h.size(dim=0), -1),
+    "reshape-size-index": lambda net, h: h.reshape(h.size()[0], -1),
+    "view-by-channel-count": lambda net, h: h.view(h.size(0), h.size(1) * 4),
+    "view-then-scale-by-size": lambda net, h: h.view(h.size(0), -1) / h.size(0),
+    "reshape-then-scale-by-shape": lambda net, h: _scale_by_shape(h),
+    "view-fixed": lambda net, h: h.view(-1, 12),
+}
+
+
 class ReshapingNet(nn.Module):
-    """The usual ways user code flattens a CNN's features before the classifier."""
+    """conv -> ReLU -> 2x2 pool -> one of ``FLATTENS`` -> Linear."""
 
     def __init__(self, flatten: str) -> None:
         super().__init__()
         self.flatten = flatten
         self.conv = nn.Conv2d(1, 3, 3, padding=1)
         self.fc = nn.Linear(3 * 2 * 2, 2)
+        self.flat = nn.Flatten(1, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.adaptive_avg_pool2d(torch.relu(self.conv(x)), 2)
-        if self.flatten == "view":
-            h = h.view(h.size(0), -1)
-        elif self.flatten == "reshape":
-            h = h.reshape(h.shape[0], -1)
-        elif self.flatten == "flatten-1-3":
-            h = torch.flatten(h, 1, 3)
-        elif self.flatten == "view-by-channel-count":
-            h = h.view(h.size(0), h.size(1) * 4)  # reads the width: widening changes it
-        else:
-            h = h.view(-1, 12)
-        return self.fc(h)
+        return self.fc(FLATTENS[self.flatten](self, h))
 
 
-@pytest.mark.parametrize("flatten", ["view", "reshape", "flatten-1-3"])
+@pytest.mark.parametrize(
+    "flatten",
+    [
+        "view",
+        "reshape",
+        "flatten-1-3",
+        "Flatten-1-3",
+        "view-list",
+        "view-size-dim",
+        "reshape-size-index",
+    ],
+)
 def test_batch_flattening_reshapes_are_followed(flatten):
     net = ReshapingNet(flatten).double().eval()
     wide, report = widen(net, "conv", 5, generator=gen())
@@ -118,6 +142,42 @@ def test_batch_flattening_reshapes_are_followed(flatten):
 def test_reshapes_that_read_or_fix_the_width_are_refused(flatten):
     with pytest.raises(GrowthRefused, match="mixes or reshapes units"):
         widen(ReshapingNet(flatten), "conv", 5, generator=gen())
+
+
+@pytest.mark.parametrize("flatten", ["view-then-scale-by-size", "reshape-then-scale-by-shape"])
+def test_a_batch_size_also_used_as_a_number_is_refused(flatten):
+    use = "truediv" if "size" in flatten else "mul"
+    with pytest.raises(GrowthRefused, match=f"size of axis 0, and call_function '{use}'") as info:
+        widen(ReshapingNet(flatten), "conv", 5, generator=gen())
+    assert "\n" not in str(info.value)
+
+
+class SizeScaled(nn.Module):
+    """``fc2(h) / h.size(0)``: the batch size for a batch, the width for one 1-D input."""
+
+    def __init__(self, flatten: bool = False) -> None:
+        super().__init__()
+        self.flatten = flatten
+        self.fc1, self.fc2 = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc1(x))
+        if self.flatten:
+            return self.fc2(h.view(h.size(0), -1))
+        return self.fc2(h) / h.size(0)
+
+
+def test_size_0_used_in_arithmetic_is_refused_since_it_may_be_the_width():
+    model = SizeScaled().double()
+    with pytest.raises(GrowthRefused, match=r"call_method 'size'.*truediv.*width itself"):
+        widen(model, "fc1", 7, generator=gen())
+
+
+def test_the_batch_flattening_view_after_a_linear_is_followed():
+    model = SizeScaled(flatten=True).double()
+    wide, report = widen(model, "fc1", 7, generator=gen())
+    assert report.consumers == ["fc2"] and wide.fc2.in_features == 7
+    assert preservation_error(model, wide, torch.randn(5, 3, dtype=torch.float64)) < 1e-12
 
 
 def test_noise_breaks_the_symmetry_between_replicas_and_no_noise_keeps_it():

@@ -5,12 +5,13 @@ user's own classes). Widening a layer must also rewrite every layer that consume
 units, and every per-unit module in between (BatchNorm, LayerNorm); deepening needs the
 activation that follows the layer. Anything the Net2Net identities do not cover (a residual
 addition, a concatenation, a reshape, a non-idempotent activation) is refused with a
-:class:`~metalab.core.errors.MetalabError` naming the operation.
+:class:`~metalab.core.errors.MetalabError` naming the operation; what one node does to the
+units (pass, flatten, read only the batch size, or refuse and why) is decided in
+:mod:`metalab.net2net.unit_flow`.
 """
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -18,6 +19,13 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from metalab.core.errors import MetalabError, UnknownNameError, first_line
+from metalab.net2net.unit_flow import (
+    describe,
+    is_flatten,
+    passes_units,
+    reads_only_batch_size,
+    refusal,
+)
 
 __all__ = [
     "DeepenSite",
@@ -29,43 +37,6 @@ __all__ = [
     "trace",
 ]
 
-_ELEMENTWISE_MODULES = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.Hardtanh,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.GELU,
-    nn.SiLU,
-    nn.ELU,
-    nn.LeakyReLU,
-    nn.Softplus,
-    nn.Identity,
-    nn.Dropout,
-    nn.Dropout2d,
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
-)
-_ELEMENTWISE_FUNCTIONS = {
-    torch.relu,
-    F.relu,
-    F.relu6,
-    F.hardtanh,
-    torch.tanh,
-    torch.sigmoid,
-    F.gelu,
-    F.silu,
-    F.elu,
-    F.leaky_relu,
-    F.dropout,
-    F.max_pool2d,
-    F.avg_pool2d,
-    F.adaptive_avg_pool2d,
-    torch.sigmoid,
-}
-_ELEMENTWISE_METHODS = {"relu", "tanh", "sigmoid", "contiguous"}
 _IDEMPOTENT_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
 _IDEMPOTENT_FUNCTIONS = {torch.relu: nn.ReLU, F.relu: nn.ReLU, F.relu6: nn.ReLU6}
 _CHAIN_MODULES = (
@@ -187,77 +158,6 @@ def _module_node(graph: fx.Graph, model: nn.Module, name: str, kinds: tuple[type
     return calls[0]
 
 
-def _describe(node: fx.Node) -> str:
-    if node.op == "output":
-        return "the model's output"
-    target = (
-        node.target
-        if isinstance(node.target, str)
-        else getattr(node.target, "__name__", node.target)
-    )
-    return f"{node.op} {target!r}"
-
-
-def _is_flatten(node: fx.Node, modules: dict[str, nn.Module], conv: bool) -> bool:
-    """Whether ``node`` flattens everything after the batch axis.
-
-    ``flatten(1)`` / ``nn.Flatten()``, ``flatten(1, 3)`` of a convolution's 4-D output, and
-    ``x.view(x.size(0), -1)`` / ``reshape`` (with ``x.size(0)`` or ``x.shape[0]``).
-    """
-    ends = (-1, 3) if conv else (-1,)
-    if node.op == "call_module":
-        module = modules[str(node.target)]
-        return isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim in ends
-    if node.op == "call_method" and node.target in ("view", "reshape"):
-        return _is_batch_flat_shape(node)
-    start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-    end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-    flat = (node.op == "call_function" and node.target is torch.flatten) or (
-        node.op == "call_method" and node.target == "flatten"
-    )
-    return bool(flat and start == 1 and end in ends)
-
-
-def _is_batch_size_query(node: fx.Node) -> bool:
-    """``x.size(0)`` or ``x.shape`` read only as ``x.shape[0]``: a widening keeps it."""
-    if node.op == "call_method" and node.target == "size":
-        return (node.args[1:] or (node.kwargs.get("dim"),)) == (0,)
-    if node.op == "call_function" and node.target is getattr and node.args[1:] == ("shape",):
-        return bool(node.users) and all(
-            user.op == "call_function" and user.target is operator.getitem and user.args[1] == 0
-            for user in node.users
-        )
-    return False
-
-
-def _is_batch_flat_shape(node: fx.Node) -> bool:
-    """``x.view(x.size(0), -1)`` or ``x.view(x.shape[0], -1)`` (also as one tuple)."""
-    shape = node.args[1:]
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    if len(shape) != 2 or shape[1] != -1 or not isinstance(shape[0], fx.Node):
-        return False
-    batch, source = shape[0], node.args[0]
-    if batch.op == "call_method" and batch.target == "size":
-        return batch.args[0] is source and _is_batch_size_query(batch)
-    if batch.op == "call_function" and batch.target is operator.getitem:
-        shape_of = batch.args[0]
-        return (
-            isinstance(shape_of, fx.Node)
-            and shape_of.args == (source, "shape")
-            and _is_batch_size_query(shape_of)
-        )
-    return False
-
-
-def _passes_units(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return isinstance(modules[str(node.target)], _ELEMENTWISE_MODULES)
-    if node.op == "call_function":
-        return node.target in _ELEMENTWISE_FUNCTIONS
-    return node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
-
-
 def plan_widen(model: nn.Module, layer: str) -> WidenPlan:
     """Follow the units of ``layer`` to the layers that consume them.
 
@@ -293,12 +193,12 @@ def plan_widen(model: nn.Module, layer: str) -> WidenPlan:
             if site is not None:
                 plan.norms[str(node.target)] = site
                 plan.needs_balanced |= isinstance(module, nn.LayerNorm)
-        elif _is_batch_size_query(node):
+        elif reads_only_batch_size(node):
             continue  # an int, not the units (the batch size does not change)
-        elif _is_flatten(node, modules, layout.channel_axis):
+        elif is_flatten(node, modules, layout.channel_axis):
             layout = _Layout(layer, units, conv, flat=True)
-        elif not _passes_units(node, modules):
-            raise GrowthRefused(_refusal(layer, node))
+        elif not passes_units(node, modules):
+            raise GrowthRefused(refusal(layer, node, modules))
         frontier.extend((user, layout) for user in node.users)
     return plan
 
@@ -360,26 +260,6 @@ def _check_single_call(graph: fx.Graph, name: str, layer: str) -> None:
         raise GrowthRefused(f"norm {name!r} after {layer!r} is shared ({calls} calls); unsupported")
 
 
-def _refusal(layer: str, node: fx.Node) -> str:
-    what = _describe(node)
-    if node.op == "output":
-        return (
-            f"layer {layer!r} produces the model's output; widening it would change the "
-            "output size (widen a hidden layer instead)"
-        )
-    if node.target in (operator.add, torch.add, "add", operator.iadd, torch.cat):
-        return (
-            f"the units of {layer!r} reach {what} (a residual sum or concatenation); the "
-            "other branch would have to grow with the same mapping - widen a layer inside "
-            "the block instead"
-        )
-    return (
-        f"the units of {layer!r} reach {what}, which mixes or reshapes units; Net2WiderNet "
-        "only passes through elementwise activations, pooling, BatchNorm/LayerNorm and "
-        "flatten(start_dim=1) (or x.view(x.size(0), -1))"
-    )
-
-
 def plan_deepen(model: nn.Module, after: str) -> DeepenSite:
     """Find the activation after ``after`` and where to insert the identity layer.
 
@@ -397,7 +277,7 @@ def plan_deepen(model: nn.Module, after: str) -> DeepenSite:
         users = list(node.users)
         if len(users) != 1:
             raise GrowthRefused(
-                f"the output of {_describe(node)} after {after!r} is used in {len(users)} places "
+                f"the output of {describe(node)} after {after!r} is used in {len(users)} places "
                 "before any activation; Net2DeeperNet needs a single chain to the activation"
             )
         (user,) = users
@@ -407,7 +287,7 @@ def plan_deepen(model: nn.Module, after: str) -> DeepenSite:
             return _site(graph, modules, after, user, module, activation, has_bn)
         if not isinstance(module, _CHAIN_MODULES):
             raise GrowthRefused(
-                f"{after!r} reaches {_describe(user)} before any activation; Net2DeeperNet "
+                f"{after!r} reaches {describe(user)} before any activation; Net2DeeperNet "
                 "inserts U = I after an activation phi with phi(I phi(v)) = phi(v) (ReLU)"
             )
         has_bn |= isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d))
@@ -427,7 +307,7 @@ def _activation_of(user: fx.Node, module: nn.Module | None, after: str) -> nn.Mo
         or (user.op == "call_method" and user.target in ("tanh", "sigmoid"))
     )
     if refused:
-        name = type(module).__name__ if module is not None else _describe(user)
+        name = type(module).__name__ if module is not None else describe(user)
         raise GrowthRefused(
             f"{after!r} is followed by the activation {name}, for which phi(I phi(v)) != phi(v); "
             "Net2DeeperNet's identity only holds for idempotent activations (ReLU, ReLU6, "

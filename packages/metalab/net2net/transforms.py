@@ -257,7 +257,9 @@ def deepen(
     ``model.bn1[0].running_mean`` and the state_dict key ``fc1.weight`` of a wrapped
     ``fc1`` becomes ``fc1.0.weight``. ``report.params`` maps every new parameter name to
     its old one; re-fetch modules and tensors from the grown model, and note that hooks on
-    the wrapped module now see the whole block.
+    the wrapped module now see the whole block. The inserted modules take ``after``'s
+    train/eval mode, so a model grown in eval mode computes the same function right away
+    (an inserted BatchNorm uses its running statistics, not the batch's).
 
     Args:
         model: the trained network (not modified).
@@ -295,10 +297,14 @@ def deepen(
     )
     wrapped = grown.get_submodule(site.wrap)
     extra = [new] + ([norm] if norm is not None else [])
+    for module in extra:  # new modules start in train mode; an eval-mode model must stay so
+        module.train(layer.training)
     if site.wrap_is_activation:
         block = nn.Sequential(wrapped, *extra, copy.deepcopy(wrapped))
     else:
-        block = nn.Sequential(wrapped, copy.deepcopy(site.activation), *extra)
+        activation = copy.deepcopy(site.activation).train(layer.training)
+        block = nn.Sequential(wrapped, activation, *extra)
+    block.training = wrapped.training  # the container stands where ``wrapped`` stood
     grown.set_submodule(site.wrap, block)
     first = 1 if site.wrap_is_activation else 2
     inserted = [f"{site.wrap}.{first + i}" for i in range(len(extra))]
