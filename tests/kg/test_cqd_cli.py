@@ -70,6 +70,8 @@ def test_answer_json_matches_library(model_folder: Path, tiny_predictor, solver:
         (["--solver", "co", "--explain", "treaties(usa, ?x)"], "gives no explanations"),
         (["--solver", "exact", "treaties(usa, ?x) & embassy(?y, ?x)"], "not anchored"),
         (["--dataset", "umls", "treaties(usa, ?x)"], "dataset 'umls' has other entities"),
+        (["treaties(usa, china)"], "column 1: query has no variable"),
+        (["treaties(usa, ?x) & embassy(?x, ?y) & treaties(?y, ?x)"], "not a tree: its atoms form"),
     ],
 )
 def test_answer_errors_are_one_line(model_folder: Path, args: list[str], message: str) -> None:

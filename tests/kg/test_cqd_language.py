@@ -77,7 +77,11 @@ def test_custom_trees_beyond_betae(vocab) -> None:
         ("treaties(usa, ?x) &", 20, "expected a relation name"),
         ("treaties(usa, ?x) & (embassy(uk, ?x)", 37, "expected ')'"),
         ("treaties(?y, ?x)", 1, "not anchored"),
-        ("treaties(usa, ?x) & embassy(?y, ?x) & embassy(uk, ?y) & treaties(?y, ?x)", 21, "cycle"),
+        (
+            "treaties(usa, ?x) & embassy(?y, ?x) & embassy(uk, ?y) & treaties(?y, ?x)",
+            57,
+            "the query is not a tree: its atoms form a cycle ?y - ?x - ?y",
+        ),
         ("treaties(usa, ?y) & embassy(uk, ?x)", 1, "answer variable"),
         ("?x : treaties(usa, ?x) & embassy(uk, ?y)", 26, "not connected"),
         ("?z : treaties(usa, ?x)", 1, "occurs in no atom"),
@@ -108,3 +112,59 @@ def test_structure_is_recognised_in_any_argument_order(vocab, name: str, text: s
 def test_a_four_hop_chain_has_no_betae_name(vocab) -> None:
     four = "treaties(usa, ?a) & embassy(?a, ?b) & treaties(?b, ?c) & embassy(?c, ?x)"
     assert structure_name(parse_query(four, *vocab).query) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "message"),
+    [
+        ("treaties(usa, china)", 1, "query has no variable; put one where the answers go, e.g. "
+         "treaties(usa, ?x) (the answer variable is the one named in a '?x :' head"),
+        ("?x : treaties(usa, china)", 6, "query has no variable"),
+        ("treaties(usa, china) & !embassy(uk, china)", 1, "query has no variable"),
+        ("?x : treaties(usa, china) & embassy(uk, ?x)", 6, "atom has no variable"),
+    ],
+)  # fmt: skip
+def test_a_query_without_variable_says_so(vocab, text: str, column: int, message: str) -> None:
+    with pytest.raises(QuerySyntaxError) as info:
+        parse_query(text, *vocab)
+    assert str(info.value).startswith(f"query error at column {column}: {message}"), info.value
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "cycle"),
+    [
+        # without a head every variable of a cycle is a subject: named as a cycle, not as a
+        # missing answer variable
+        ("treaties(usa, ?x) & embassy(?x, ?y) & treaties(?y, ?x)", 39, "?y - ?x - ?y"),
+        ("treaties(usa, ?y) & embassy(?y, ?z) & intergovorgs(?z, ?x) & treaties(?y, ?x)",
+         62, "?y - ?z - ?x - ?y"),
+        ("?x : treaties(usa, ?y) & treaties(?y, ?x) & embassy(?y, ?x)", 45, "?y - ?x - ?y"),
+        ("treaties(usa, ?x) & !(embassy(?x, ?y) & embassy(?y, ?x))", 41, "?y - ?x - ?y"),
+        ("?x : treaties(usa, ?y) & embassy(?y, ?x) & !intergovorgs(?y, ?x)", 44, "?x - ?y - ?x"),
+        ("?x : treaties(usa, ?y) & embassy(?y, ?x) & (treaties(?y, ?x) | embassy(?x, ?y))",
+         45, "?x - ?y - ?x"),
+    ],
+)  # fmt: skip
+def test_a_cyclic_query_is_named_not_a_tree(vocab, text: str, column: int, cycle: str) -> None:
+    with pytest.raises(QuerySyntaxError) as info:
+        parse_query(text, *vocab)
+    assert str(info.value) == (
+        f"query error at column {column}: the query is not a tree: its atoms form a cycle {cycle}"
+    )
+
+
+def test_an_atom_on_one_variable_is_a_cycle_of_length_one(vocab) -> None:
+    with pytest.raises(QuerySyntaxError, match=r"not a tree: the atom relates \?x to itself"):
+        parse_query("treaties(?x, ?x)", *vocab)
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("treaties(usa, ?y) & embassy(?y, ?x) & intergovorgs(usa, ?x)", "pi"),  # anchor twice
+        ("(treaties(usa, ?y) | embassy(usa, ?y)) & intergovorgs(?y, ?x)", "up"),
+        ("!(treaties(usa, ?y) & embassy(?y, ?x)) & intergovorgs(usa, ?x)", "pni"),
+    ],
+)
+def test_shared_anchors_and_local_variables_are_no_cycle(vocab, text: str, name: str) -> None:
+    assert structure_name(parse_query(text, *vocab).query) == name

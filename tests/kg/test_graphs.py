@@ -106,9 +106,11 @@ def test_missing_split_file_and_unknown_dataset(tmp_path: Path) -> None:
         load_graph("umsl")
     with pytest.raises(GraphFileError, match="not found"):
         read_triples_file(tmp_path / "nope.txt")
-    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(GraphFileError, match="cannot read"):
+    (tmp_path / "binary.txt").write_bytes(b"\x00\x9f\x00")
+    with pytest.raises(GraphFileError, match=r"binary\.txt:1: not UTF-8 .*save the file as UTF-8"):
         read_triples_file(tmp_path / "binary.txt")
+    with pytest.raises(GraphFileError, match="cannot read"):
+        read_triples_file(tmp_path)
 
 
 def test_a_relation_named_like_an_inverse_is_refused_at_load(hand_folder: Path) -> None:

@@ -213,9 +213,18 @@ def evaluate_link_prediction(
         graph: the :class:`~metalab.kg.graphs.KnowledgeGraph` it was trained on.
         split: ``valid`` or ``test``.
         batch_size: queries scored at once.
+
+    Raises:
+        ConfigError: the vocabularies differ from the model's, or ``split`` has no triples
+            (a user's graph folder may ship an empty valid or test file).
     """
     if graph.entities != predictor.entities or graph.relations != predictor.relations:
         raise ConfigError(f"the model's vocabularies do not match graph {graph.name!r}")
+    if graph.split(split).shape[0] == 0:
+        where = f" ({graph.source})" if graph.source else ""
+        raise ConfigError(
+            f"graph {graph.name!r}{where} has no {split} triples; nothing to evaluate"
+        )
     targets = with_reciprocals(graph.split(split))
     known = graph.graph("test")
     queries, inverse = torch.unique(targets[:, :2], dim=0, return_inverse=True)

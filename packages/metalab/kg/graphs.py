@@ -191,20 +191,19 @@ class KnowledgeGraph:
 
 
 def read_triples_file(path: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
-    """Read ``head<TAB>relation<TAB>tail`` lines (blank lines skipped).
+    """Read ``head<TAB>relation<TAB>tail`` lines (UTF-8, no header; blank lines skipped).
+
+    A UTF-8 byte-order mark is dropped (spreadsheet exports write one). A first line made
+    only of column names (``head relation tail``, ``subject predicate object``, ...) is
+    refused rather than read as a triple, which would add three bogus names to the graph.
 
     Raises:
-        GraphFileError: the file is missing, not UTF-8, or a line does not hold three
-            non-empty tab-separated names (the message names the file and line number).
+        GraphFileError: the file is missing, not UTF-8, has a header line, or a line does
+            not hold three non-empty tab-separated names (the message names the file and line).
     """
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GraphFileError(f"{os.fspath(file)}: file not found") from None
-    except (UnicodeDecodeError, IsADirectoryError, PermissionError) as exc:
-        raise GraphFileError(f"{os.fspath(file)}: cannot read ({type(exc).__name__})") from None
-    triples = []
+    text = _read_utf8(file)
+    triples: list[tuple[str, str, str]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -217,14 +216,59 @@ def read_triples_file(path: str | os.PathLike[str]) -> list[tuple[str, str, str]
         if not all(fields):
             which = ("head", "relation", "tail")[[bool(f) for f in fields].index(False)]
             raise GraphFileError(f"{os.fspath(file)}:{number}: empty {which} name")
+        if not triples and _is_header(fields):
+            raise GraphFileError(
+                f"{os.fspath(file)}:{number}: looks like a header line ({' '.join(fields)}); "
+                "triples files have no header (columns: head, relation, tail), delete it"
+            )
         triples.append((fields[0], fields[1], fields[2]))
     return triples
 
 
+# Column names that header lines of triple exports use. A first line of three different
+# such words is a header, not a triple: a graph naming its entities "head" and "tail" and
+# its relation "relation" (or "s", "p", "o") is far less likely than a pasted header.
+_HEADER_WORDS = frozenset(
+    ("head", "relation", "tail", "subject", "predicate", "object", "rel", "source", "target",
+     "h", "r", "t", "s", "p", "o")
+)  # fmt: skip
+
+
+def _is_header(fields: list[str]) -> bool:
+    words = {f.lower() for f in fields}
+    return len(words) == len(fields) and words <= _HEADER_WORDS
+
+
+def _read_utf8(file: Path) -> str:
+    """The file's text without a leading UTF-8 BOM; one-line errors otherwise."""
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise GraphFileError(f"{os.fspath(file)}: file not found") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise GraphFileError(f"{os.fspath(file)}: cannot read ({type(exc).__name__})") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise GraphFileError(f"{os.fspath(file)}: file is UTF-16; save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise GraphFileError(
+            f"{os.fspath(file)}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); save the file as UTF-8"
+        ) from None
+
+
 def _split_file(folder: Path, split: str) -> Path:
-    for suffix in _FILE_SUFFIXES:
-        if (folder / f"{split}{suffix}").is_file():
-            return folder / f"{split}{suffix}"
+    found = [folder / f"{split}{suffix}" for suffix in _FILE_SUFFIXES]
+    found = [path for path in found if path.is_file()]
+    if len(found) > 1:
+        raise GraphFileError(
+            f"{os.fspath(folder)}: both {found[0].name} and {found[1].name} exist; "
+            f"keep one {split} file"
+        )
+    if found:
+        return found[0]
     raise GraphFileError(
         f"{os.fspath(folder / (split + '.txt'))}: file not found "
         f"(a graph folder needs train, valid and test .txt or .tsv files)"
@@ -242,7 +286,9 @@ def _load_folder(folder: Path) -> KnowledgeGraph:
         tuple(sorted({r for rows in named.values() for _, r, _ in rows})), "relation"
     )
     tensors = {split: _id_tensor(rows, entities, relations) for split, rows in named.items()}
-    return KnowledgeGraph(folder.name, entities, relations, source=os.fspath(folder), **tensors)
+    # an absolute source lets a saved model find its graph again from any working directory
+    source = os.fspath(folder.resolve())
+    return KnowledgeGraph(folder.resolve().name, entities, relations, source=source, **tensors)
 
 
 def _id_tensor(

@@ -23,7 +23,8 @@ BetaE structure.
 
 :func:`parse_query` converts the text to the tree of :mod:`metalab.kg.queries`
 (:class:`~metalab.kg.queries.Projection`, ``Intersection``, ``Union``, ``Negation``,
-``Anchor``) and records the user's variable names for explanations.
+``Anchor``) and records the user's variable names for explanations; the syntax nodes and
+the checks of what CQD cannot answer (no variable, cycles) are in :mod:`.query_syntax`.
 """
 
 from __future__ import annotations
@@ -33,14 +34,19 @@ from dataclasses import dataclass, field
 
 from metalab.core.errors import closest_names
 from metalab.kg.graphs import Vocabulary, inverse_relation
-from metalab.kg.queries import (
-    Anchor,
-    Intersection,
-    Negation,
-    Projection,
-    Query,
-    QueryFormatError,
-    Union,
+from metalab.kg.queries import Anchor, Intersection, Negation, Projection, Query, Union
+from metalab.kg.query_syntax import (
+    Atom,
+    Disjunction,
+    Literal,
+    Negated,
+    QuerySyntaxError,
+    atoms_of,
+    check_acyclic,
+    check_variables,
+    default_answer,
+    flat_literals,
+    variables_of,
 )
 
 __all__ = ["ParsedQuery", "QuerySyntaxError", "parse_query"]
@@ -49,14 +55,6 @@ _TOKEN = re.compile(
     r"\s*(?:(?P<var>\?[\w\-./^~+@]+)|(?P<name>[\w\-./^~+@]+)|\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)'"
     r"|(?P<op>[()!&|,:]))"
 )
-
-
-class QuerySyntaxError(QueryFormatError):
-    """A query text is malformed or names an unknown entity/relation (one line, column)."""
-
-    def __init__(self, message: str, text: str, position: int) -> None:
-        self.position = position
-        super().__init__(f"query error at column {position + 1}: {message}")
 
 
 @dataclass(frozen=True)
@@ -80,30 +78,6 @@ class _Token:
     kind: str  # var | name | op | end
     text: str
     pos: int
-
-
-@dataclass(frozen=True)
-class _Atom:
-    relation: int
-    subject: str | int  # variable name or entity id
-    object: str | int
-    pos: int
-
-
-@dataclass(frozen=True)
-class _Not:
-    body: _Formula
-    pos: int
-
-
-@dataclass(frozen=True)
-class _Or:
-    disjuncts: tuple[tuple[_Literal, ...], ...]
-    pos: int
-
-
-_Literal = _Atom | _Not | _Or
-_Formula = _Or
 
 
 def _tokenize(text: str) -> list[_Token]:
@@ -155,26 +129,26 @@ class _Parser:
             return name
         return None
 
-    def formula(self) -> _Or:
+    def formula(self) -> Disjunction:
         pos = self.peek().pos
         disjuncts = [self.conj()]
         while self.at("|", "or"):
             self.i += 1
             disjuncts.append(self.conj())
-        return _Or(tuple(disjuncts), pos)
+        return Disjunction(tuple(disjuncts), pos)
 
-    def conj(self) -> tuple[_Literal, ...]:
+    def conj(self) -> tuple[Literal, ...]:
         literals = [self.literal()]
         while self.at("&", "and", ","):
             self.i += 1
             literals.append(self.literal())
         return tuple(literals)
 
-    def literal(self) -> _Literal:
+    def literal(self) -> Literal:
         token = self.peek()
         if self.at("!", "not") and not self._is_atom_start():
             self.i += 1
-            return _Not(_Or(((self.literal(),),), token.pos), token.pos)
+            return Negated(Disjunction(((self.literal(),),), token.pos), token.pos)
         if token.kind == "op" and token.text == "(":
             self.i += 1
             inner = self.formula()
@@ -187,7 +161,7 @@ class _Parser:
         token = self.peek()
         return token.kind == "name" and token.text in self.relations and nxt.text == "("
 
-    def atom(self) -> _Atom:
+    def atom(self) -> Atom:
         token = self.take("name", what="a relation name, '!' or '('")
         relation = self.lookup(token, self.relations)
         self.take("op", "(")
@@ -195,7 +169,7 @@ class _Parser:
         self.take("op", ",")
         obj = self.term()
         self.take("op", ")")
-        return _Atom(relation, subject, obj, token.pos)
+        return Atom(relation, subject, obj, token.pos)
 
     def term(self) -> str | int:
         token = self.peek()
@@ -224,55 +198,26 @@ def parse_query(text: str, entities: Vocabulary, relations: Vocabulary) -> Parse
             e.g. :attr:`metalab.kg.LinkPredictor.query_relations`).
 
     Raises:
-        QuerySyntaxError: malformed text, unknown names (with the closest known ones), or a
-            query that is not a tree around its answer variable; the message gives the column.
+        QuerySyntaxError: malformed text, unknown names (with the closest known ones), a
+            query without a variable, or one that is not a tree around its answer variable
+            (a cycle is named by its variables); the message gives the column.
     """
     parser = _Parser(text, entities, relations)
     answer = parser.head()
     formula = parser.formula()
     parser.take("end", what="end of query ('&', '|' or ')' may be missing)")
-    literals = _flat(formula)
-    if answer is None:
-        answer = _default_answer(literals, text)
-    elif not any(answer in _vars(lit) for lit in literals):
+    literals = flat_literals(formula)
+    check_variables(formula, text, entities, relations)
+    if answer is not None and not any(answer in variables_of(lit) for lit in literals):
         raise QuerySyntaxError(f"answer variable {answer} occurs in no atom", text, 0)
+    check_acyclic(formula, text)
+    if answer is None:
+        answer = default_answer(literals, text)
     builder = _Builder(text)
     query = builder.formula(formula, answer, ())
-    if builder.used != len(_atoms(formula)):
+    if builder.used != len(atoms_of(formula)):
         raise QuerySyntaxError("some atoms are not connected to the answer variable", text, 0)
     return ParsedQuery(query, answer, builder.variables)
-
-
-def _flat(formula: _Or) -> list[_Literal]:
-    return [lit for conj in formula.disjuncts for lit in conj]
-
-
-def _atoms(node: _Literal) -> list[_Atom]:
-    if isinstance(node, _Atom):
-        return [node]
-    if isinstance(node, _Not):
-        return _atoms(node.body)
-    return [a for conj in node.disjuncts for lit in conj for a in _atoms(lit)]
-
-
-def _vars(node: _Literal) -> set[str]:
-    return {t for a in _atoms(node) for t in (a.subject, a.object) if isinstance(t, str)}
-
-
-def _default_answer(literals: list[_Literal], text: str) -> str:
-    atoms = [a for lit in literals for a in _atoms(lit)]
-    subjects = {a.subject for a in atoms}
-    order = [t for a in atoms for t in (a.subject, a.object) if isinstance(t, str)]
-    candidates = list(dict.fromkeys(v for v in order if v not in subjects))
-    if len(candidates) != 1:
-        found = ", ".join(candidates) or "none"
-        raise QuerySyntaxError(
-            f"cannot tell the answer variable (objects never used as subjects: {found}); "
-            "start the query with '?x :'",
-            text,
-            0,
-        )
-    return candidates[0]
 
 
 class _Builder:
@@ -285,31 +230,31 @@ class _Builder:
     def fail(self, message: str, pos: int) -> QuerySyntaxError:
         return QuerySyntaxError(message, self.text, pos)
 
-    def formula(self, formula: _Or, var: str, path: tuple[int, ...]) -> Query:
+    def formula(self, formula: Disjunction, var: str, path: tuple[int, ...]) -> Query:
         if len(formula.disjuncts) == 1:
             return self.conj(formula.disjuncts[0], var, path)
         return Union(tuple(self.conj(c, var, (*path, i)) for i, c in enumerate(formula.disjuncts)))
 
-    def conj(self, literals: tuple[_Literal, ...], var: str, path: tuple[int, ...]) -> Query:
+    def conj(self, literals: tuple[Literal, ...], var: str, path: tuple[int, ...]) -> Query:
         groups = _components(list(literals), var)
         for group in groups:
-            if not any(var in _vars(lit) for lit in group):
+            if not any(var in variables_of(lit) for lit in group):
                 raise self.fail(f"this part is not connected to {var}", group[0].pos)
         if len(groups) == 1:
             return self.component(groups[0], var, path)
         return Intersection(tuple(self.component(g, var, (*path, i)) for i, g in enumerate(groups)))
 
-    def component(self, group: list[_Literal], var: str, path: tuple[int, ...]) -> Query:
-        touching = [lit for lit in group if var in _vars(lit)]
+    def component(self, group: list[Literal], var: str, path: tuple[int, ...]) -> Query:
+        touching = [lit for lit in group if var in variables_of(lit)]
         if len(touching) > 1:
             raise self.fail(f"the query is not a tree: a cycle passes through {var}", group[0].pos)
         lit, rest = touching[0], [g for g in group if g is not touching[0]]
-        if isinstance(lit, (_Not, _Or)):
+        if isinstance(lit, (Negated, Disjunction)):
             if rest:
                 raise self.fail(
                     f"a negation or disjunction may share only {var} with the rest", lit.pos
                 )
-            if isinstance(lit, _Not):
+            if isinstance(lit, Negated):
                 return Negation(self.formula(lit.body, var, (*path, 0)))
             return self.formula(lit, var, path)
         self.used += 1
@@ -329,11 +274,11 @@ class _Builder:
         return Projection(relation, self.conj(tuple(rest), other, (*path, 0)))
 
 
-def _components(literals: list[_Literal], var: str) -> list[list[_Literal]]:
+def _components(literals: list[Literal], var: str) -> list[list[Literal]]:
     """Groups of literals connected through variables other than ``var``."""
-    groups: list[tuple[set[str], list[_Literal]]] = []
+    groups: list[tuple[set[str], list[Literal]]] = []
     for lit in literals:
-        names = _vars(lit) - {var}
+        names = variables_of(lit) - {var}
         merged = [g for g in groups if g[0] & names]
         for g in merged:
             groups.remove(g)
