@@ -188,13 +188,30 @@ def test_an_optimizer_whose_constructor_cannot_be_rebuilt_is_refused():
     assert "\n" not in str(info.value)
 
 
-def test_the_learned_optimizer_is_rebuilt_with_its_weights_and_refuses_unmappable_state():
+def test_the_learned_optimizer_is_rebuilt_with_its_weights_and_its_moments_are_mapped():
     from metalab.lopt import LearnedOptimizer
 
-    model, opt, (x, y) = _trained(LearnedOptimizer)
+    model, opt, (x, y) = _trained(LearnedOptimizer, weight_decay=1e-4)
     grown, report = widen(model, "fc1", 7, generator=torch.Generator().manual_seed(3))
-    with pytest.raises(ConfigError, match=r"'lopt\.moments' of 'fc1\.weight'.*state='reset'"):
-        transfer_optimizer(opt, model, grown, report)
+    widened = transfer_optimizer(opt, model, grown, report)
+    rules = opt.state_carry_rules
+    for name, change in report.params.items():
+        old = opt.state[model.get_parameter(change.source)]
+        new = widened.state[grown.get_parameter(name)]
+        assert set(new) == set(old)
+        for key, value in old.items():
+            if change.index is None or rules.get(key) == "copy" or value.dim() == 0:
+                assert torch.equal(new[key], value), (name, key)
+                continue
+            param = grown.get_parameter(name)
+            assert new[key].shape[: param.dim()] == param.shape
+            expected = value.index_select(change.dim, change.index)
+            if change.grad_scale is not None:
+                shape = [1] * value.dim()
+                shape[change.dim] = -1
+                expected = expected * change.grad_scale.view(shape) ** rules[key]
+            torch.testing.assert_close(new[key], expected)
+    assert widened.param_groups[0]["weight_decay"] == 1e-4
     reset = transfer_optimizer(opt, model, grown, report, state="reset")
     assert isinstance(reset, LearnedOptimizer) and not reset.state
     assert torch.equal(reset.theta, opt.theta) and reset.arch.name == opt.arch.name
@@ -202,7 +219,7 @@ def test_the_learned_optimizer_is_rebuilt_with_its_weights_and_refuses_unmappabl
     deep, deep_report = deepen(model, "fc1")  # nothing grows: every buffer is kept as it was
     carried = transfer_optimizer(opt, model, deep, deep_report)
     _same_state(carried.state[deep.fc1.weight], opt.state[model.fc1.weight])
-    for new_opt, net in ((reset, grown), (carried, deep)):
+    for new_opt, net in ((widened, grown), (reset, grown), (carried, deep)):
         weight = net.fc1.weight.detach().clone()
         loss = F.cross_entropy(net(x), y)
         new_opt.zero_grad()

@@ -23,7 +23,8 @@ _EXPORTS = {
     "backprop": ["TBPTT", "FullBPTT", "FullBPTTState", "TBPTTState"],
     "base": ["Estimate", "GradientEstimator"],
     "es": ["PES", "FullES", "FullESState", "PESState", "TruncatedES", "TruncatedESState"],
-    "mlp_lopt": ["MLPLOptShapes", "Segments", "init_mlp_lopt", "mlp_lopt_step"],
+    "mlp_lopt": ["MLPLOptShapes", "init_mlp_lopt", "mlp_lopt_step"],
+    "segments": ["Segments"],
     "registry": [
         "estimator_names",
         "estimator_resolver",
@@ -292,7 +293,7 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         make_outer_optimizer,
         meta_train_lopt,
     )
-    from metalab.lopt.mlp_lopt import MLPLOptShapes, Segments, init_mlp_lopt, mlp_lopt_step
+    from metalab.lopt.mlp_lopt import MLPLOptShapes, init_mlp_lopt, mlp_lopt_step
     from metalab.lopt.optimizer import LearnedOptimizer
     from metalab.lopt.registry import (
         estimator_names,
@@ -302,6 +303,7 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         system_names,
         system_resolver,
     )
+    from metalab.lopt.segments import Segments
     from metalab.lopt.systems import Layout, State, UnrolledSystem, Window, clean_losses, unroll
     from metalab.lopt.task_families import (
         HELD_OUT_NAMES,

@@ -20,6 +20,7 @@ extra state is the second moment and a step counter.
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import torch
 from torch import Tensor
@@ -60,6 +61,7 @@ class AdamMLPArch(OptimizerArch):
     """
 
     name = "adam-mlp"
+    state_grad_powers = MappingProxyType({"moments": 1, "v": 2})
     uses_validation_loss = False
 
     def __init__(self, hidden: int = 32, lr: float = 0.01, init_scale: float = 0.1) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import torch
 from torch import Tensor
@@ -103,6 +104,7 @@ class HierarchicalArch(OptimizerArch):
     """
 
     name = "hierarchical"
+    state_grad_powers = MappingProxyType({"moments": 1})
 
     def __init__(
         self,

@@ -6,6 +6,8 @@ state is the six momenta per parameter; loss features are not used by this archi
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
 from torch import Tensor
 
@@ -30,6 +32,7 @@ class MLPArch(OptimizerArch):
     """
 
     name = "mlp"
+    state_grad_powers = MappingProxyType({"moments": 1})
     uses_validation_loss = False
 
     def __init__(self, hidden: int = 32, init_scale: float = 1.0) -> None:

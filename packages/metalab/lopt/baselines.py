@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from types import MappingProxyType
 
 import torch
 from torch import Tensor
@@ -60,6 +61,7 @@ class SGDMArch(OptimizerArch):
     """
 
     name = "sgdm"
+    state_grad_powers = MappingProxyType({"velocity": 1})
     uses_validation_loss = False
 
     def __init__(self, lr: float = 0.1, momentum: float = 0.9) -> None:
@@ -114,6 +116,7 @@ class AdamArch(OptimizerArch):
     """
 
     name = "adam"
+    state_grad_powers = MappingProxyType({"m": 1, "v": 2})
     uses_validation_loss = False
 
     def __init__(

@@ -10,7 +10,7 @@ whose ``θ`` are their log learning rate and momenta, so a learning-rate grid is
 population too.
 
 A :class:`Task` is an inner problem over flat parameters ``[P, N]`` whose tensors are the
-segments of :class:`~metalab.lopt.mlp_lopt.Segments` (for per-tensor statistics): it
+segments of :class:`~metalab.lopt.segments.Segments` (for per-tensor statistics): it
 initializes parameters, draws minibatches and returns loss and gradient for all particles
 at once. A :class:`TaskFamily` samples tasks by name and seed, so meta-training and
 held-out evaluation sets are fixed and comparable.
@@ -19,7 +19,9 @@ held-out evaluation sets are fixed and comparable.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import NamedTuple
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -83,11 +85,16 @@ class OptimizerArch(ABC):
 
     Attributes:
         name: registry name (``"mlp"``, ``"hierarchical"``, ``"adam-mlp"``, ``"adam"``, ``"sgdm"``).
+        state_grad_powers: for per-entry state keys that accumulate the gradient, the
+            power of the gradient they hold (momenta 1, second moments 2). Tools that
+            move state between parameters (Net2Net's widening) scale by it; a key not
+            listed is one they must not carry.
         uses_validation_loss: whether :meth:`step` reads ``losses.val`` (callers skip the
             validation pass for archs that ignore it).
     """
 
     name: str = ""
+    state_grad_powers: ClassVar[Mapping[str, int]] = MappingProxyType({})
     uses_validation_loss: bool = True
 
     @property

@@ -14,12 +14,13 @@ multiply-adds per parameter).
 
 from __future__ import annotations
 
-import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from metalab.lopt.segments import Segments
 
 __all__ = [
     "BETAS",
@@ -38,70 +39,6 @@ HIDDEN = 32
 NUM_PARAM_FEATURES = 2 + len(BETAS)
 NUM_FEATURES = NUM_PARAM_FEATURES + len(TIMESCALES)
 _CACHE_BYTES = 8 * 2**20  # activation bytes per particle block on CPU (see _particle_blocks)
-
-
-@dataclass(frozen=True)
-class Segments:
-    """Which entries of a flat parameter vector belong to which tensor.
-
-    Attributes:
-        index: ``[N]`` tensor id of each entry.
-        sizes: ``[S]`` number of entries per tensor.
-        bounds: ``(start, stop)`` of each tensor's entries (derived from ``sizes``).
-    """
-
-    index: Tensor
-    sizes: Tensor
-    bounds: tuple[tuple[int, int], ...] = field(repr=False, compare=False)
-
-    @classmethod
-    def from_shapes(cls, shapes: list[tuple[int, ...]], device: torch.device) -> Segments:
-        """Segments of the flat concatenation of tensors with these shapes.
-
-        Sizes and bounds are computed on the host, so no device value is read back
-        (no CUDA synchronization per step).
-        """
-        counts = [math.prod(s) for s in shapes]
-        sizes = torch.tensor(counts, device=device)
-        index = torch.repeat_interleave(
-            torch.arange(len(shapes), device=device), sizes, output_size=sum(counts)
-        )
-        stops = list(itertools.accumulate(counts))
-        return cls(index, sizes, tuple(zip([0, *stops[:-1]], stops, strict=True)))
-
-    def mean_square(self, features: Tensor, dim: int = -1) -> Tensor:
-        """Per-tensor mean of ``features²`` along ``dim`` (length N): that dim becomes ``S``."""
-        return torch.cat(
-            [
-                torch.linalg.vector_norm(features.narrow(dim, a, b - a), dim=dim, keepdim=True)
-                .square()
-                .div(b - a)
-                for a, b in self.bounds
-            ],
-            dim=dim,
-        )
-
-    def rms(self, features: Tensor, dim: int = -1) -> Tensor:
-        """Per-tensor RMS of ``features`` along ``dim`` (length N): that dim becomes ``S``."""
-        return self.mean_square(features, dim).add(1e-12).sqrt()
-
-    def normalize(self, features: Tensor, dim: int = -1) -> Tensor:
-        """``features`` divided by their per-tensor RMS along ``dim`` (differentiable)."""
-        inv = torch.rsqrt(self.mean_square(features, dim) + 1e-12)
-        return features * inv.repeat_interleave(
-            self.sizes, dim=dim, output_size=features.shape[dim]
-        )
-
-    def normalize_(self, features: Tensor, dim: int = -1) -> Tensor:
-        """In-place :meth:`normalize` (one reduction and one scaling pass per tensor, no copy).
-
-        Not for tensors that autograd must differentiate through.
-        """
-        for a, b in self.bounds:
-            piece = features.narrow(dim, a, b - a)
-            norm = torch.linalg.vector_norm(piece, dim=dim, keepdim=True)
-            piece.mul_(norm.square_().div_(b - a).add_(1e-12).rsqrt_())
-        return features
 
 
 class FlatLayout:

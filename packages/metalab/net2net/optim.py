@@ -23,6 +23,9 @@ from metalab.net2net.report import GrowthReport, ParamChange
 __all__ = ["OptimizerState", "transfer_optimizer"]
 
 OptimizerState = Literal["carry", "reset"]
+# How a state entry follows growth: the power of the gradient a parameter-shaped buffer
+# holds, or "copy" for per-tensor/shared state carried unchanged.
+CarryRule = int | Literal["copy"]
 
 # Per-parameter buffers of torch.optim optimizers and the power of the gradient they hold.
 _MOMENT_POWER = {
@@ -42,11 +45,13 @@ _CLASS_MOMENT_POWER: dict[type[torch.optim.Optimizer], dict[str, int]] = {
 }
 
 
-def _moment_powers(optimizer: torch.optim.Optimizer) -> dict[str, int]:
-    powers = dict(_MOMENT_POWER)
+def _moment_powers(optimizer: torch.optim.Optimizer) -> dict[str, CarryRule]:
+    """Each state key's carry rule; an optimizer may declare its own (``state_carry_rules``)."""
+    powers: dict[str, CarryRule] = dict(_MOMENT_POWER)
     for cls, overrides in _CLASS_MOMENT_POWER.items():
         if isinstance(optimizer, cls):
             powers.update(overrides)
+    powers.update(getattr(optimizer, "state_carry_rules", {}))
     return powers
 
 
@@ -74,8 +79,13 @@ def transfer_optimizer(
     Raises:
         ConfigError: unknown ``state``; with ``"carry"``, a buffer of a grown parameter whose
             meaning or shape is unknown (use ``state="reset"``); an optimizer class whose
-            constructor arguments are not all recorded in its ``defaults``
-            (:class:`~metalab.lopt.LearnedOptimizer` is rebuilt with its arch and θ).
+            constructor arguments are not all recorded in its ``defaults``.
+
+    An optimizer of your own can take part: a ``with_params(groups)`` method builds its
+    copy over the grown parameters, and a ``state_carry_rules`` mapping gives each state
+    key its rule (an ``int``: a buffer whose leading dims are the parameter's, holding the
+    gradient to that power; ``"copy"``: per-tensor state carried unchanged), as
+    :class:`~metalab.lopt.LearnedOptimizer` does.
     """
     if state not in ("carry", "reset"):
         raise ConfigError(f"optimizer state must be 'carry' or 'reset', got {state!r}")
@@ -133,16 +143,15 @@ def _rebuild(
     Each group already carries its hyper-parameters; the constructor gets the defaults it
     accepts by name (``AdamW`` records ``decoupled_weight_decay`` but does not take it). A
     constructor argument that ``optimizer.defaults`` does not record could only be guessed,
-    so such a class is refused, except metalab's own learned optimizer (same arch and θ).
+    so such a class is refused, unless it rebuilds itself (``with_params``, as metalab's
+    learned optimizer does with its arch and θ).
     """
-    from metalab.lopt.optimizer import LearnedOptimizer  # only torch's optimizers otherwise
-
     cls = type(optimizer)
-    if isinstance(optimizer, LearnedOptimizer):
-        rebuilt = LearnedOptimizer(
-            groups, weights=optimizer.theta, arch=optimizer.arch, lr=optimizer.defaults["lr"]
-        )
-        rebuilt.provenance = dict(optimizer.provenance)
+    with_params = getattr(optimizer, "with_params", None)
+    if callable(with_params):
+        rebuilt = with_params(groups)
+        if not isinstance(rebuilt, torch.optim.Optimizer):
+            raise ConfigError(f"{cls.__name__}.with_params did not return an optimizer")
         return rebuilt
     arguments = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, params
     named = {a.name for a in arguments if a.kind not in (a.VAR_POSITIONAL, a.VAR_KEYWORD)}
@@ -164,15 +173,18 @@ def _rebuild(
 
 
 def _map_state(
-    state: dict[str, Any], param: Tensor, change: ParamChange, powers: dict[str, int]
+    state: dict[str, Any], param: Tensor, change: ParamChange, powers: dict[str, CarryRule]
 ) -> dict[str, Any]:
     """The optimizer state of ``param`` moved onto the grown parameter ``change`` describes.
 
-    ``powers``: the power of the gradient each known buffer holds (its scaling exponent).
+    ``powers``: each known buffer's rule: the power of the gradient it holds (its scaling
+    exponent), or ``"copy"``.
 
-    Scalars (step counts) are copied; a parameter kept as it was keeps every buffer. A
-    grown parameter's buffers must be parameter-shaped moments of known meaning, mapped by
-    ``g`` and scaled; anything else is refused rather than copied unmapped.
+    Scalars (step counts) and ``"copy"`` entries are copied; a parameter kept as it was
+    keeps every buffer. A grown parameter's other buffers must be moments of known meaning
+    whose leading dims are the parameter's (trailing dims, e.g. a learned optimizer's
+    several momenta, ride along), mapped by ``g`` and scaled; anything else is refused
+    rather than copied unmapped.
     """
     mapped: dict[str, Any] = {}
     for key, value in state.items():
@@ -181,25 +193,27 @@ def _map_state(
                 f"cannot carry optimizer state {key!r} of {change.source!r} through growth: "
                 f"it is a {type(value).__name__}, which cannot be mapped; use state='reset'"
             )
-        if not isinstance(value, Tensor) or value.dim() == 0 or change.index is None:
+        copied = powers.get(key) == "copy"
+        if copied or not isinstance(value, Tensor) or value.dim() == 0 or change.index is None:
             mapped[key] = value.clone() if isinstance(value, Tensor) else value
             continue
-        if value.shape != param.shape:
+        if value.shape[: param.dim()] != param.shape:
             raise ConfigError(
                 f"cannot carry optimizer state {key!r} of {change.source!r} through growth: "
                 f"its shape {list(value.shape)} is not the parameter's {list(param.shape)}, so "
                 "it cannot be mapped; use state='reset'"
             )
-        if key not in powers:
+        power = powers.get(key)
+        if not isinstance(power, int):
             raise ConfigError(
                 f"cannot carry optimizer buffer {key!r} of {change.source!r} through growth; "
                 "use state='reset'"
             )
         moved = value.index_select(change.dim, change.index.to(value.device))
-        if change.grad_scale is not None and powers[key]:
+        if change.grad_scale is not None and power:
             shape = [1] * value.dim()
             shape[change.dim] = -1
             scale = change.grad_scale.to(value.device, value.dtype).view(shape)
-            moved = moved * scale ** powers[key]
+            moved = moved * scale**power
         mapped[key] = moved
     return mapped
