@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from metalab.kg import load_graph
+from metalab.kg import Vocabulary, load_graph
 from metalab.kg.queries import Anchor, Intersection, Negation, Projection, structure_name
 from metalab.kg.query_language import QuerySyntaxError, parse_query
+from metalab.kg.query_syntax import _quoted
 
 QUERIES_MD = Path(__file__).parents[2] / "packages" / "metalab" / "kg" / "QUERIES.md"
 
@@ -128,6 +129,30 @@ def test_a_query_without_variable_says_so(vocab, text: str, column: int, message
     with pytest.raises(QuerySyntaxError) as info:
         parse_query(text, *vocab)
     assert str(info.value).startswith(f"query error at column {column}: {message}"), info.value
+
+
+@pytest.mark.parametrize(
+    ("text", "example"),
+    [
+        ('"it\'s"(usa, uk)', '"it\'s"(usa, ?x)'),  # a single quote: suggest double quotes
+        ("'say \"hi\"'(usa, uk)", "'say \"hi\"'(usa, ?x)"),
+        ("'new rel'(\"o'hare\", uk)", "'new rel'(\"o'hare\", ?x)"),
+        ("r(usa, uk)", "r(usa, ?x)"),
+    ],
+)
+def test_the_no_variable_example_is_a_query_that_parses(text: str, example: str) -> None:
+    entities = Vocabulary(("usa", "uk", "o'hare"))
+    names = ("it's", 'say "hi"', "new rel", "r")
+    relations = Vocabulary(tuple(n + s for n in names for s in ("", "^-1")), "relation")
+    with pytest.raises(QuerySyntaxError, match=f"e.g. {re.escape(example)} ") as info:
+        parse_query(text, entities, relations)
+    assert "\n" not in str(info.value)
+    assert parse_query(example, entities, relations).answer == "?x"
+
+
+def test_a_name_with_both_quote_kinds_gets_no_example() -> None:
+    assert _quoted("""a'b"c""") == ""  # the tokenizer has no escapes: it cannot be written
+    assert _quoted("a b") == "'a b'" and _quoted("a.b-c") == "a.b-c"
 
 
 @pytest.mark.parametrize(

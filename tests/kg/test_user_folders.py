@@ -12,7 +12,13 @@ from click.testing import CliRunner
 
 from metalab.cli.main import cli
 from metalab.core.errors import ConfigError
-from metalab.kg import GraphFileError, evaluate_link_prediction, load_graph, read_triples_file
+from metalab.kg import (
+    GraphFileError,
+    evaluate_link_prediction,
+    generate_queries,
+    load_graph,
+    read_triples_file,
+)
 from tests.kg.conftest import HAND_TRAIN, write_graph_folder
 
 
@@ -43,7 +49,7 @@ def test_a_utf8_byte_order_mark_is_dropped(tmp_path: Path) -> None:
     [
         ("\nhead\trelation\ttail\n", 2),
         ("Subject\tPredicate\tObject\n", 1),
-        ("h\tr\tt\n", 1),
+        ("s\trel\to\n", 1),  # no name recurs in the hand graph (h r t would: see below)
         ("\ufeffHEAD\tREL\tTAIL\r\n", 1),  # a spreadsheet's export: BOM, CRLF, capitals
     ],
 )
@@ -142,3 +148,39 @@ def test_a_relative_folder_is_recorded_by_its_absolute_path(tmp_path: Path, monk
     monkeypatch.chdir(folder)
     graph = load_graph(".")  # a saved model must find its graph from any working directory
     assert graph.name == "mygraph" and graph.source == str(folder.resolve())
+
+
+def test_generating_queries_for_a_split_without_new_edges_is_refused_up_front(
+    tmp_path: Path,
+) -> None:
+    folder = write_graph_folder(tmp_path / "g")
+    (folder / "valid.txt").write_text("")
+    (folder / "test.txt").write_text("\n")
+    out = tmp_path / "q"
+    where = f"graph 'g' ({folder.resolve()})"
+    _one_line_error(
+        _run("queries", "generate", "--dataset", str(folder), "--out", str(out)),
+        f"{where} has no valid or test triples; nothing to generate",
+    )
+    _one_line_error(
+        _run("queries", "generate", "--dataset", str(folder), "--out", str(out), "--splits",
+             "test"),
+        f"{where} has no test triples; nothing to generate (test queries' hard answers come "
+        "from test edges not in train or valid)",
+    )  # fmt: skip
+    assert not out.exists()  # nothing half-written for `kg evaluate` to trip over
+    result = _run("queries", "generate", "--dataset", str(folder), "--out", str(out),
+                  "--splits", "train", "--per-structure", "1", "--structures", "1p")  # fmt: skip
+    assert result.exit_code == 0, result.output  # train queries need train edges only
+
+
+def test_a_split_that_only_repeats_earlier_triples_has_no_hard_answers(tmp_path: Path) -> None:
+    folder = write_graph_folder(tmp_path / "g")
+    (folder / "test.txt").write_text("a\tp\tb\nd\tp\tg\n")  # one train, one valid triple
+    graph = load_graph(folder)
+    with pytest.raises(ConfigError, match=r"every test triple is also in train or valid; no"):
+        generate_queries(graph, split="test", per_structure=1, generator=torch.Generator())
+    queries, _ = generate_queries(
+        graph, split="valid", per_structure=1, structures=["1p"], generator=torch.Generator()
+    )
+    assert len(queries) == 1

@@ -60,7 +60,13 @@ _EXPORTS = {
         "template_of",
         "to_betae",
     ],
-    "generation": ["GenerationReport", "GraphIndex", "GroundedQuery", "generate_queries"],
+    "generation": [
+        "GenerationReport",
+        "GraphIndex",
+        "GroundedQuery",
+        "check_split_edges",
+        "generate_queries",
+    ],
     "querysets": [
         "QUERY_SET_FORMAT",
         "QuerySet",
@@ -155,6 +161,7 @@ __all__ = [
     "answer_masks",
     "answer_query",
     "build_pykeen_model",
+    "check_split_edges",
     "disjuncts",
     "evaluate_link_prediction",
     "evaluate_queries",
@@ -222,7 +229,13 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         rank_answers,
     )
     from metalab.kg.explanations import ExplainedAtom, Explanation, explain, rescore_explanation
-    from metalab.kg.generation import GenerationReport, GraphIndex, GroundedQuery, generate_queries
+    from metalab.kg.generation import (
+        GenerationReport,
+        GraphIndex,
+        GroundedQuery,
+        check_split_edges,
+        generate_queries,
+    )
     from metalab.kg.graphs import (
         BUNDLED_DATASETS,
         INVERSE_SUFFIX,

@@ -41,7 +41,13 @@ from metalab.kg.queries import (
     template_of,
 )
 
-__all__ = ["GenerationReport", "GraphIndex", "GroundedQuery", "generate_queries"]
+__all__ = [
+    "GenerationReport",
+    "GraphIndex",
+    "GroundedQuery",
+    "check_split_edges",
+    "generate_queries",
+]
 
 _RELATION_TRIES = 40  # BetaE's retries for a relation that does not walk straight back
 
@@ -214,6 +220,44 @@ def _has_negation(query: Query) -> bool:
     return any(_has_negation(a) for a in query.args)
 
 
+def check_split_edges(graph: KnowledgeGraph, splits: Sequence[str]) -> None:
+    """Refuse a split that adds no edge to the graph before it: its queries have no answer.
+
+    A train query's answers are train edges; a valid or test query's hard answers are its
+    split's edges missing from the graph before it (steps 3-4), so such a split would give
+    an empty query set that evaluation then refuses. Checked before anything is generated.
+
+    Raises:
+        ConfigError: one line naming the graph and the split.
+    """
+    where = f" ({graph.source})" if graph.source else ""
+    empty = [split for split in splits if graph.split(split).shape[0] == 0]
+    if len(empty) > 1:  # name them all at once rather than one per try
+        raise ConfigError(
+            f"graph {graph.name!r}{where} has no {' or '.join(empty)} triples; nothing to "
+            "generate (a split's queries get their hard answers from its own new edges)"
+        )
+    for split in splits:
+        earlier = list(SPLITS[: SPLITS.index(split)])
+        need = f"{split} edges" + (f" not in {' or '.join(earlier)}" if earlier else "")
+        answers = "answers" if split == "train" else "hard answers"
+        why = f"nothing to generate ({split} queries' {answers} come from {need})"
+        triples = graph.split(split)
+        if triples.shape[0] == 0:
+            raise ConfigError(f"graph {graph.name!r}{where} has no {split} triples; {why}")
+        before = graph.graph(earlier[-1], reciprocal=False) if earlier else triples[:0]
+        if np.isin(_base_keys(triples, graph), _base_keys(before, graph)).all():
+            raise ConfigError(
+                f"graph {graph.name!r}{where}: every {split} triple is also in "
+                f"{' or '.join(earlier)}; {why}"
+            )
+
+
+def _base_keys(triples: torch.Tensor, graph: KnowledgeGraph) -> np.ndarray:
+    h, r, t = triples.numpy().astype(np.int64).T
+    return (h * graph.num_relations + r) * graph.num_entities + t
+
+
 def _check_arguments(
     split: str, per_structure: int, structures: Sequence[str] | None, max_answers: int | None
 ) -> list[str]:
@@ -255,8 +299,12 @@ def generate_queries(
 
     Returns:
         The queries (structure by structure) and a :class:`GenerationReport`.
+
+    Raises:
+        ConfigError: bad arguments, or the split adds no edge (:func:`check_split_edges`).
     """
     names = _check_arguments(split, per_structure, structures, max_answers)
+    check_split_edges(graph, [split])
     full, small = _indices(graph, split, reciprocal)
     base_seed = int(torch.randint(0, 2**62, (), generator=generator))
     report, out = GenerationReport(), []

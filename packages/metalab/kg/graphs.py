@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from metalab.core.errors import ConfigError, MetalabError, UnknownNameError
+from metalab.core.errors import ConfigError, UnknownNameError
+from metalab.kg.triples_files import GraphFileError, read_triples_file, read_triples_files
 
 __all__ = [
     "BUNDLED_DATASETS",
@@ -41,10 +42,6 @@ BUNDLED_DATASETS = ("kinships", "nations", "umls")
 SPLITS = ("train", "valid", "test")
 INVERSE_SUFFIX = "^-1"
 _FILE_SUFFIXES = (".txt", ".tsv")
-
-
-class GraphFileError(MetalabError):
-    """A triples file is missing or malformed; the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -190,75 +187,6 @@ class KnowledgeGraph:
         ]
 
 
-def read_triples_file(path: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
-    """Read ``head<TAB>relation<TAB>tail`` lines (UTF-8, no header; blank lines skipped).
-
-    A UTF-8 byte-order mark is dropped (spreadsheet exports write one). A first line made
-    only of column names (``head relation tail``, ``subject predicate object``, ...) is
-    refused rather than read as a triple, which would add three bogus names to the graph.
-
-    Raises:
-        GraphFileError: the file is missing, not UTF-8, has a header line, or a line does
-            not hold three non-empty tab-separated names (the message names the file and line).
-    """
-    file = Path(path)
-    text = _read_utf8(file)
-    triples: list[tuple[str, str, str]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = [f.strip() for f in line.split("\t")]
-        if len(fields) != 3:
-            raise GraphFileError(
-                f"{os.fspath(file)}:{number}: expected 3 tab-separated fields "
-                f"(head, relation, tail), found {len(fields)}: {line.strip()[:60]!r}"
-            )
-        if not all(fields):
-            which = ("head", "relation", "tail")[[bool(f) for f in fields].index(False)]
-            raise GraphFileError(f"{os.fspath(file)}:{number}: empty {which} name")
-        if not triples and _is_header(fields):
-            raise GraphFileError(
-                f"{os.fspath(file)}:{number}: looks like a header line ({' '.join(fields)}); "
-                "triples files have no header (columns: head, relation, tail), delete it"
-            )
-        triples.append((fields[0], fields[1], fields[2]))
-    return triples
-
-
-# Column names that header lines of triple exports use. A first line of three different
-# such words is a header, not a triple: a graph naming its entities "head" and "tail" and
-# its relation "relation" (or "s", "p", "o") is far less likely than a pasted header.
-_HEADER_WORDS = frozenset(
-    ("head", "relation", "tail", "subject", "predicate", "object", "rel", "source", "target",
-     "h", "r", "t", "s", "p", "o")
-)  # fmt: skip
-
-
-def _is_header(fields: list[str]) -> bool:
-    words = {f.lower() for f in fields}
-    return len(words) == len(fields) and words <= _HEADER_WORDS
-
-
-def _read_utf8(file: Path) -> str:
-    """The file's text without a leading UTF-8 BOM; one-line errors otherwise."""
-    try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise GraphFileError(f"{os.fspath(file)}: file not found") from None
-    except (IsADirectoryError, PermissionError) as exc:
-        raise GraphFileError(f"{os.fspath(file)}: cannot read ({type(exc).__name__})") from None
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise GraphFileError(f"{os.fspath(file)}: file is UTF-16; save it as UTF-8")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise GraphFileError(
-            f"{os.fspath(file)}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset "
-            f"{exc.start}); save the file as UTF-8"
-        ) from None
-
-
 def _split_file(folder: Path, split: str) -> Path:
     found = [folder / f"{split}{suffix}" for suffix in _FILE_SUFFIXES]
     found = [path for path in found if path.is_file()]
@@ -276,7 +204,10 @@ def _split_file(folder: Path, split: str) -> Path:
 
 
 def _load_folder(folder: Path) -> KnowledgeGraph:
-    named = {split: read_triples_file(_split_file(folder, split)) for split in SPLITS}
+    # one reading of all three files: a header-like first line is a triple when its names recur
+    named = dict(
+        zip(SPLITS, read_triples_files([_split_file(folder, s) for s in SPLITS]), strict=True)
+    )
     if not named["train"]:
         raise GraphFileError(f"{os.fspath(_split_file(folder, 'train'))}: no triples")
     entities = Vocabulary(

@@ -97,8 +97,9 @@ def check_variables(
         first = atoms[0]
         relation = _quoted(relations.names[first.relation])
         anchor = _quoted(entities.names[int(first.subject)])
+        example = f", e.g. {relation}({anchor}, ?x)" if relation and anchor else ""
         raise QuerySyntaxError(
-            f"query has no variable; put one where the answers go, e.g. {relation}({anchor}, ?x)"
+            f"query has no variable; put one where the answers go{example}"
             " (the answer variable is the one named in a '?x :' head, or else the only"
             " variable never used as a subject)",
             text,
@@ -113,7 +114,15 @@ def check_variables(
 
 
 def _quoted(name: str) -> str:
-    return name if re.fullmatch(r"[\w\-./^~+@]+", name) else f"'{name}'"
+    """``name`` as the tokenizer reads it back: bare, in '…' or "…" (it has no escapes).
+
+    A name holding both quote characters cannot be written in a query: ``""``.
+    """
+    if re.fullmatch(r"[\w\-./^~+@]+", name):
+        return name
+    if "'" not in name:
+        return f"'{name}'"
+    return f'"{name}"' if '"' not in name else ""
 
 
 def check_acyclic(formula: Disjunction, text: str) -> None:

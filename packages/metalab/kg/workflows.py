@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from metalab.core.errors import ConfigError, UnknownNameError
 from metalab.core.seeding import make_generator
-from metalab.kg.generation import generate_queries
+from metalab.kg.generation import check_split_edges, generate_queries
 from metalab.kg.graphs import SPLITS, KnowledgeGraph
 from metalab.kg.querysets import QuerySet, save_query_set
 
@@ -41,6 +41,7 @@ def generate_query_set(
         raise ConfigError("no query structure to generate; name at least one, or 'all'")
     if max_attempts is not None and max_attempts < 1:
         raise ConfigError(f"max_attempts must be >= 1, got {max_attempts}")
+    check_split_edges(graph, splits)  # before generating any split: refuse up front
     result, generation = {}, {}
     for split in splits:
         queries, report = generate_queries(
