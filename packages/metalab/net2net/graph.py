@@ -117,13 +117,23 @@ class DeepenSite:
     ``wrap`` is the module replaced by a ``Sequential``; when ``wrap_is_activation`` the new
     module is ``Sequential(act, new, [bn], act)``, otherwise ``Sequential(m, act, new, [bn])``
     (the activation applied after ``m`` in the original graph then acts on the new layer).
+    ``chain_batchnorm`` is the BatchNorm between ``after`` and its activation (the last one),
+    if any; ``norm_training`` the mode an inserted BatchNorm takes: that BatchNorm's, so a
+    model fine-tuned with frozen (eval-mode) BatchNorms gets a frozen one too, else
+    ``after``'s.
     """
 
     after: str
     wrap: str
     wrap_is_activation: bool
     activation: nn.Module
-    chain_has_batchnorm: bool
+    chain_batchnorm: str | None
+    norm_training: bool
+
+    @property
+    def chain_has_batchnorm(self) -> bool:
+        """Whether a BatchNorm lies between ``after`` and its activation."""
+        return self.chain_batchnorm is not None
 
 
 def trace(model: nn.Module) -> fx.Graph:
@@ -272,7 +282,7 @@ def plan_deepen(model: nn.Module, after: str) -> DeepenSite:
     graph = trace(model)
     modules = dict(model.named_modules())
     node = _module_node(graph, model, after, (nn.Linear, nn.Conv2d))
-    has_bn = False
+    batchnorm: str | None = None
     while True:
         users = list(node.users)
         if len(users) != 1:
@@ -284,13 +294,14 @@ def plan_deepen(model: nn.Module, after: str) -> DeepenSite:
         module = modules.get(str(user.target)) if user.op == "call_module" else None
         activation = _activation_of(user, module, after)
         if activation is not None:
-            return _site(graph, modules, after, user, module, activation, has_bn)
+            return _site(graph, modules, after, user, module, activation, batchnorm)
         if not isinstance(module, _CHAIN_MODULES):
             raise GrowthRefused(
                 f"{after!r} reaches {describe(user)} before any activation; Net2DeeperNet "
                 "inserts U = I after an activation phi with phi(I phi(v)) = phi(v) (ReLU)"
             )
-        has_bn |= isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d))
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            batchnorm = str(user.target)
         node = user
 
 
@@ -323,20 +334,21 @@ def _site(
     act_node: fx.Node,
     act_module: nn.Module | None,
     activation: nn.Module,
-    has_bn: bool,
+    batchnorm: str | None,
 ) -> DeepenSite:
     def calls(name: str) -> int:
         return sum(1 for n in graph.nodes if n.op == "call_module" and n.target == name)
 
+    training = modules[batchnorm if batchnorm is not None else after].training
     if act_module is not None and calls(str(act_node.target)) == 1:
-        return DeepenSite(after, str(act_node.target), True, activation, has_bn)
+        return DeepenSite(after, str(act_node.target), True, activation, batchnorm, training)
     source = act_node.args[0] if act_node.args else None
     if (
         isinstance(source, fx.Node)
         and source.op == "call_module"
         and calls(str(source.target)) == 1
     ):
-        return DeepenSite(after, str(source.target), False, activation, has_bn)
+        return DeepenSite(after, str(source.target), False, activation, batchnorm, training)
     raise GrowthRefused(
         f"cannot find a module to extend after {after!r}: its activation is shared and is not "
         "directly preceded by a module used once"

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from metalab.core.errors import ConfigError
+from metalab.core.errors import ConfigError, first_line
 from metalab.net2net.arch import load_model, save_model
 from metalab.net2net.ops import NoiseKind
-from metalab.net2net.report import GrowthReport, preservation_error
+from metalab.net2net.report import GrowthReport, check_on_example, eval_mode
 from metalab.net2net.transforms import deepen, widen
 
 __all__ = ["GrowOutcome", "grow_file", "grow_model", "parse_widen"]
@@ -61,7 +61,13 @@ def grow_model(
     of ``input_shape`` for the grown model itself (its dtype's rounding included, e.g. of
     the division by replication counts in float32); ``error_float64`` repeats the same growth
     (same mapping, same noise stream) on a float64 copy, which isolates what the
-    transformation itself changes.
+    transformation itself changes. A grown model that fails on the inputs, or returns
+    outputs of other shapes, is refused (the traced graph has no shapes, so a reshape that
+    widen cannot follow may only show here).
+
+    Raises:
+        ConfigError: nothing to do, or the model does not run on inputs of ``input_shape``.
+        GrowthRefused: a growth the model does not allow, or one that breaks it.
     """
     if not widen_to and not deepen_after:
         raise ConfigError(
@@ -71,13 +77,43 @@ def grow_model(
     grown, reports = _apply(model, widen_to, deepen_after, noise, noise_kind, generator)
     param = next(model.parameters())
     inputs = torch.randn((samples, *input_shape), generator=generator, device=generator.device)
-    error = preservation_error(model, grown, inputs.to(param.device, param.dtype))
+    _check_runs(model, inputs.to(param.device, param.dtype), input_shape)
+    error = _measure(model, grown, inputs.to(param.device, param.dtype), reports)
     replay = torch.Generator(device=generator.device)
     replay.set_state(start_state)
     model64 = copy.deepcopy(model).double()
     grown64, _ = _apply(model64, widen_to, deepen_after, noise, noise_kind, replay)
-    error64 = preservation_error(model64, grown64, inputs.to(param.device, torch.float64))
+    error64 = _measure(model64, grown64, inputs.to(param.device, torch.float64), reports)
     return GrowOutcome(grown, reports, error, error64, samples)
+
+
+@torch.no_grad()
+def _check_runs(model: nn.Module, inputs: torch.Tensor, input_shape: Sequence[int]) -> None:
+    """Name a wrong ``input_shape`` rather than fail inside the model's forward."""
+    try:
+        with eval_mode(model):
+            model(inputs)
+    except Exception as exc:  # whatever the model's forward raises on a wrong shape
+        raise ConfigError(
+            f"the model does not run on inputs of shape {list(input_shape)} (plus a batch "
+            f"axis): {first_line(exc)}; is the input_shape it was saved with right?"
+        ) from None
+
+
+def _measure(
+    model: nn.Module, grown: nn.Module, inputs: torch.Tensor, reports: Sequence[GrowthReport]
+) -> float:
+    """The preservation error, or a one-line refusal when the grown model breaks on ``inputs``."""
+    steps = "; ".join(r.summary().partition(";")[0] for r in reports)
+    return check_on_example(
+        model,
+        grown,
+        inputs,
+        what=f"growing the model ({steps})",
+        exact=False,
+        hint="; widen and deepen trace the model without shapes, so this was not foreseen",
+        called=f"{len(inputs)} random inputs",
+    )
 
 
 def _apply(

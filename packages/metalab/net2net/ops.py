@@ -23,6 +23,7 @@ __all__ = [
     "identity_batchnorm",
     "identity_conv2d",
     "identity_linear",
+    "perturb_identity",
     "replica_counts",
     "split_incoming",
     "wider_mapping",
@@ -184,3 +185,33 @@ def identity_batchnorm(
         layer.weight.copy_(torch.sqrt(var + eps))
         layer.bias.copy_(mean)
     return layer
+
+
+def perturb_identity(
+    layer: nn.Linear | nn.Conv2d,
+    *,
+    reference: Tensor,
+    noise: float,
+    generator: torch.Generator | None,
+) -> float:
+    """Add Gaussian noise of std ``noise * std(reference)`` to an identity layer's weight.
+
+    Breaks the symmetry of a Net2DeeperNet identity (``reference`` is the weight of the layer
+    it follows, which sets the scale); returns the Frobenius norm of the noise.
+
+    Raises:
+        ConfigError: negative noise, or noise without a generator.
+    """
+    if noise < 0:
+        raise ConfigError(f"noise must be >= 0, got {noise}")
+    if noise == 0:
+        return 0.0
+    if generator is None:
+        raise ConfigError("noise > 0 needs a generator (explicit randomness)")
+    weight: Tensor = layer.weight
+    # Drawn in float32 whatever the weights' dtype, so a float64 replay sees the same stream.
+    draw = torch.randn(weight.shape, generator=generator, device=generator.device).to(weight.dtype)
+    perturbation = draw.to(weight.device) * noise * float(reference.detach().std())
+    with torch.no_grad():
+        weight.add_(perturbation)
+    return float(perturbation.norm())

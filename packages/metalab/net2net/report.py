@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,9 +11,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 
-from metalab.core.errors import MetalabError
+from metalab.core.errors import ConfigError, MetalabError, first_line
+from metalab.net2net.graph import GrowthRefused
 
-__all__ = ["GrowthReport", "ParamChange", "preservation_error"]
+__all__ = ["GrowthReport", "ParamChange", "check_on_example", "eval_mode", "preservation_error"]
 
 
 @dataclass
@@ -117,14 +120,81 @@ def preservation_error(before: nn.Module, after: nn.Module, inputs: Tensor) -> f
         MetalabError: the two models return differently structured or shaped outputs, or
             no tensor at all.
     """
-    modes = _modes(before), _modes(after)
-    before.eval()
-    after.eval()
-    try:
+    with eval_mode(before, after):
         return _max_difference(before(inputs), after(inputs))
+
+
+@torch.no_grad()
+def check_on_example(
+    before: nn.Module,
+    after: nn.Module,
+    example: Tensor,
+    *,
+    what: str,
+    exact: bool,
+    hint: str = "",
+    called: str = "the example input",
+) -> float:
+    """Refuse a growth whose model fails, or disagrees with the original, on ``example``.
+
+    The traced graph has no shapes, so a reshape it mistakes for a flatten of the batch
+    (``x.view(x.size(0), -1)`` of an unbatched input) is only caught by running a real
+    input. Both models run in eval mode (as in :func:`preservation_error`); with ``exact``
+    the outputs must agree up to ``sqrt(eps)`` of their dtype times ``1 + max |f(x)|``, else
+    only their structure and shapes must. ``what`` names the growth and ``hint`` says what
+    may have gone wrong, ``called`` the input, in the messages. Returns ``max |f(x) - f'(x)|``.
+
+    Raises:
+        ConfigError: ``example`` does not run through ``before``.
+        GrowthRefused: ``after`` fails on it, or its outputs differ as described above.
+    """
+    with eval_mode(before, after):
+        try:
+            reference = before(example)
+        except Exception as exc:  # whatever the user's forward raises on a wrong input
+            raise ConfigError(
+                f"{called} does not run through the model ({first_line(exc)}); "
+                "give an input the model accepts"
+            ) from None
+        try:
+            output = after(example)
+            error = _max_difference(reference, output)
+        except Exception as exc:  # the grown model's own failure is the finding
+            raise GrowthRefused(
+                f"{what} breaks the model on {called} ({first_line(exc)}){hint}"
+            ) from None
+    tolerance = _rounding(reference)
+    if exact and not error <= tolerance:
+        raise GrowthRefused(
+            f"{what} changes the model's output on {called} by {error:.3g} (rounding "
+            f"allows {tolerance:.3g}){hint}"
+        )
+    return error
+
+
+def _rounding(output: Any) -> float:
+    """What rounding may change in ``output``: ``sqrt(eps) * (1 + max |output|)``."""
+    tensors = [
+        t for t in tree_flatten(output)[0] if isinstance(t, Tensor) and t.is_floating_point()
+    ]
+    if not tensors:
+        return 0.0
+    largest = max(float(t.detach().abs().max()) if t.numel() else 0.0 for t in tensors)
+    eps = max(torch.finfo(t.dtype).eps for t in tensors)
+    return eps**0.5 * (1.0 + largest)
+
+
+@contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Every model in eval mode inside, each submodule's own flag restored after."""
+    modes = [_modes(model) for model in models]
+    for model in models:
+        model.eval()
+    try:
+        yield
     finally:
-        _restore(modes[0])
-        _restore(modes[1])
+        for saved in modes:
+            _restore(saved)
 
 
 def _modes(model: nn.Module) -> dict[nn.Module, bool]:

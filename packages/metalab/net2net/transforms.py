@@ -20,11 +20,12 @@ from metalab.net2net.ops import (
     identity_batchnorm,
     identity_conv2d,
     identity_linear,
+    perturb_identity,
     replica_counts,
     split_incoming,
     wider_mapping,
 )
-from metalab.net2net.report import GrowthReport, ParamChange
+from metalab.net2net.report import GrowthReport, ParamChange, check_on_example
 
 __all__ = ["deepen", "widen"]
 
@@ -50,6 +51,7 @@ def widen(
     noise: float = 0.0,
     noise_kind: NoiseKind = "gaussian",
     generator: torch.Generator,
+    example: Tensor | None = None,
 ) -> tuple[nn.Module, GrowthReport]:
     """Net2WiderNet: give ``layer`` ``new_width`` units without changing the function.
 
@@ -64,7 +66,11 @@ def widen(
     The model is traced without an example input, so a norm is matched to the units by its
     size: a ``BatchNorm1d`` applied to a Linear's 3-D output ``(N, S, F)`` normalizes axis
     ``S``, and is mistaken for a norm over the units when ``S == F`` (a smaller ``S`` is
-    refused). Check such a model with :func:`~metalab.net2net.report.preservation_error`.
+    refused). Nor can it see the batch axis: ``flatten(1)`` or ``x.view(x.size(0), -1)`` of
+    an *unbatched* convolution output ``(C, H, W)`` flattens the channels' positions, not
+    the channels, and the grown model fails or computes something else. Pass ``example``
+    (a real input) to have both models run on it and the growth refused if they disagree,
+    or check with :func:`~metalab.net2net.report.preservation_error`.
 
     Names are kept, but the rewritten parameters are new tensors of the new size: anything
     that held the old ones (an optimizer, your own references) still sees the teacher's, so
@@ -82,14 +88,18 @@ def widen(
             ``"zero_sum"`` (noise centred within each replica group: exact preservation,
             symmetry still broken).
         generator: random stream for the mapping and the noise.
+        example: an input of ``model``; when given, both models run on it in eval mode and
+            the growth is refused unless the grown model runs and its outputs have the same
+            shapes (and, without Gaussian noise, the same values up to rounding).
 
     Returns:
         ``(grown_model, report)``.
 
     Raises:
         UnknownNameError: ``layer`` does not exist.
-        GrowthRefused: the units reach an operation the identity does not cover.
-        ConfigError: an impossible width or noise.
+        GrowthRefused: the units reach an operation the identity does not cover, or the
+            grown model fails or disagrees on ``example``.
+        ConfigError: an impossible width or noise, or an ``example`` ``model`` cannot run.
     """
     if not isinstance(new_width, int) or isinstance(new_width, bool):
         raise ConfigError(f"new_width must be an int, got {new_width!r}")
@@ -131,7 +141,19 @@ def widen(
     report.noise_norm = squared**0.5
     _record_unchanged(grown, report)
     report.parameters_after = _count(grown)
+    if example is not None:
+        exact = noise == 0 or noise_kind == "zero_sum"
+        check_on_example(
+            model, grown, example, what=f"widening {layer!r}", exact=exact, hint=_SHAPELESS
+        )
     return grown, report
+
+
+_SHAPELESS = (
+    "; the traced graph has no shapes, so widen could not see why (e.g. flatten(1) or "
+    "x.view(x.size(0), -1) of an unbatched input, whose axis 0 is the channels, or a "
+    "BatchNorm1d over another axis of the same size)"
+)
 
 
 def _layer(model: nn.Module, name: str) -> nn.Linear | nn.Conv2d:
@@ -257,9 +279,14 @@ def deepen(
     ``model.bn1[0].running_mean`` and the state_dict key ``fc1.weight`` of a wrapped
     ``fc1`` becomes ``fc1.0.weight``. ``report.params`` maps every new parameter name to
     its old one; re-fetch modules and tensors from the grown model, and note that hooks on
-    the wrapped module now see the whole block. The inserted modules take ``after``'s
-    train/eval mode, so a model grown in eval mode computes the same function right away
-    (an inserted BatchNorm uses its running statistics, not the batch's).
+    the wrapped module now see the whole block.
+
+    The new layer takes ``after``'s train/eval mode; an inserted BatchNorm takes that of the
+    BatchNorm already between ``after`` and its activation (else ``after``'s). In eval mode
+    it normalizes by running statistics it undoes exactly, so the function is preserved for
+    every input: in a model left in eval mode, and in one fine-tuned with frozen (eval)
+    BatchNorms. In train mode it normalizes by each batch's statistics, so it is the
+    identity only on batches with the statistics it was fitted to: pass ``data``.
 
     Args:
         model: the trained network (not modified).
@@ -269,7 +296,8 @@ def deepen(
         batchnorm: add a BatchNorm after the new layer, set to undo its normalization; the
             default adds one when the chain after ``after`` already has a BatchNorm.
         data: a batch of model inputs; when given, the new BatchNorm's statistics, scale and
-            shift are estimated on it (so it is near the identity in train mode too).
+            shift are estimated on the features it receives from them, every module in its
+            current mode (so it is the identity in train mode too, on batches like ``data``).
         noise: Gaussian noise added to the identity weights, relative to the std of
             ``after``'s weights (0: exact preservation).
         generator: random stream for the noise (required when ``noise > 0``).
@@ -288,7 +316,7 @@ def deepen(
     else:
         width = layer.out_channels
         new = identity_conv2d(width, kernel_size=kernel_size, like=layer)
-    noise_norm = _perturb(new, layer.weight, noise, generator)
+    noise_norm = perturb_identity(new, reference=layer.weight, noise=noise, generator=generator)
     use_bn = site.chain_has_batchnorm if batchnorm is None else batchnorm
     norm = (
         identity_batchnorm(width, conv=isinstance(new, nn.Conv2d), like=new.weight)
@@ -297,15 +325,16 @@ def deepen(
     )
     wrapped = grown.get_submodule(site.wrap)
     extra = [new] + ([norm] if norm is not None else [])
-    for module in extra:  # new modules start in train mode; an eval-mode model must stay so
-        module.train(layer.training)
+    new.train(layer.training)  # new modules start in train mode; an eval-mode model must stay so
+    if norm is not None:
+        norm.train(site.norm_training)
     if site.wrap_is_activation:
         block = nn.Sequential(wrapped, *extra, copy.deepcopy(wrapped))
     else:
         activation = copy.deepcopy(site.activation).train(layer.training)
         block = nn.Sequential(wrapped, activation, *extra)
     block.training = wrapped.training  # the container stands where ``wrapped`` stood
-    grown.set_submodule(site.wrap, block)
+    _replace(grown, site.wrap, block)
     first = 1 if site.wrap_is_activation else 2
     inserted = [f"{site.wrap}.{first + i}" for i in range(len(extra))]
     if norm is not None and data is not None:
@@ -334,33 +363,23 @@ def deepen(
     return grown, report
 
 
-def _perturb(
-    new: nn.Linear | nn.Conv2d, reference: Tensor, noise: float, generator: torch.Generator | None
-) -> float:
-    if noise < 0:
-        raise ConfigError(f"noise must be >= 0, got {noise}")
-    if noise == 0:
-        return 0.0
-    if generator is None:
-        raise ConfigError("noise > 0 needs a generator (explicit randomness)")
-    weight: Tensor = new.weight
-    # Drawn in float32 whatever the weights' dtype, so a float64 replay sees the same stream.
-    draw = torch.randn(weight.shape, generator=generator, device=generator.device).to(weight.dtype)
-    perturbation = draw.to(weight.device) * noise * float(reference.detach().std())
-    with torch.no_grad():
-        weight.add_(perturbation)
-    return float(perturbation.norm())
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    """``model.set_submodule(name, module)``, which is newer than the torch 2.2 we support."""
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
 @torch.no_grad()
 def _estimate_statistics(grown: nn.Module, name: str, data: Tensor) -> None:
     """Set the new BatchNorm ``name`` to undo its normalization of ``data``'s batch statistics.
 
-    The features are those of train mode (where BatchNorm normalizes by batch statistics),
-    computed on a throw-away copy so no running statistic of ``grown`` moves. The layer is
-    then exactly the identity in eval mode, and in train mode on batches like ``data``.
+    The features are computed with every module in the mode the user left it (a frozen
+    BatchNorm upstream keeps its running statistics; switching the model to train would fit
+    the new norm to features the model never computes), on a throw-away copy so no running
+    statistic of ``grown`` moves. The new norm's own mode cannot change its input. The layer
+    is then exactly the identity in eval mode, and in train mode on batches like ``data``.
     """
-    probe = copy.deepcopy(grown).train()
+    probe = copy.deepcopy(grown)
     captured: list[Tensor] = []
     target = probe.get_submodule(name)
     handle = target.register_forward_hook(lambda _m, args, _out: captured.append(args[0].detach()))

@@ -55,14 +55,16 @@ _ELEMENTWISE_FUNCTIONS = {
     F.adaptive_avg_pool2d,
 }
 _ELEMENTWISE_METHODS = {"relu", "tanh", "sigmoid", "contiguous"}
-# Norms widen cannot rewrite: they normalize across units (GroupNorm, LocalResponseNorm) or
-# are not among the per-unit norms Eq. 7 is implemented for (_NormBase: BatchNorm3d,
-# SyncBatchNorm, the InstanceNorms; BatchNorm1d/2d are rewritten before this is consulted).
-_UNSUPPORTED_NORMS = (
+# Norms widen cannot rewrite: they normalize across units (GroupNorm, LocalResponseNorm,
+# RMSNorm) or are not among the per-unit norms Eq. 7 is implemented for (_NormBase:
+# BatchNorm3d, SyncBatchNorm, the InstanceNorms; BatchNorm1d/2d are rewritten before this is
+# consulted). nn.RMSNorm arrived in torch 2.4; the package supports torch >= 2.2.
+_RMS_NORM: type[nn.Module] | None = getattr(nn, "RMSNorm", None)
+_UNSUPPORTED_NORMS: tuple[type[nn.Module], ...] = (
     nn.GroupNorm,
     nn.LocalResponseNorm,
-    nn.RMSNorm,
     nn.modules.batchnorm._NormBase,
+    *((_RMS_NORM,) if _RMS_NORM is not None else ()),
 )
 _REDUCTIONS = ("mean", "sum", "prod", "amax", "amin", "max", "min", "std", "var")
 _REDUCTION_FUNCTIONS = {getattr(torch, name): name for name in (*_REDUCTIONS, "logsumexp")}
