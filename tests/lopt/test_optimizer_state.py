@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,7 +105,7 @@ def test_legacy_state_dict_without_the_record_still_loads():
     opt = hier_opt(model.parameters())
     train(model, opt, x, y, 2, val=0.4)
     saved = round_trip(opt)
-    assert saved["lopt_arch"] == {"name": "hierarchical", "theta_dim": 9867}
+    assert saved["lopt_arch"] == {"name": "hierarchical", "theta_dim": 9867, "format": 2}
     del saved["lopt_arch"]
     for group in saved["param_groups"]:
         del group["lr"]  # saved before the lr multiplier existed
@@ -174,19 +175,6 @@ def test_a_parameter_never_stepped_but_looked_at_still_round_trips():
     assert train(model, opt, x, y, 2) == train(clone, clone_opt, x, y, 2)
 
 
-def _to_batched_layout(state_dict, layout):
-    """``state_dict`` with every slice in the layout saved before parameter-shaped state."""
-    for state in state_dict["state"].values():
-        for key, kind in layout.kinds.items():
-            trail = layout.probes[key][2:]
-            value = state["lopt." + key]
-            if kind == "entry":
-                state["lopt." + key] = value.reshape(1, -1, *trail)
-            elif kind == "tensor":
-                state["lopt." + key] = value.reshape(1, 1, *trail)
-    return state_dict
-
-
 def test_state_is_kept_in_each_parameters_own_layout():
     """Per-entry state is ``[*param.shape, ...]``, so it can be indexed like the parameter
     (what Net2Net's widening needs); per-tensor state drops the batch axes."""
@@ -209,28 +197,114 @@ def test_state_is_kept_in_each_parameters_own_layout():
             assert {k: tuple(opt.state[param][k].shape) for k in expect} == expect
 
 
-def test_state_dicts_in_the_earlier_batched_layout_still_load():
-    x, y = cancer()
-    for make in (mlp_opt, hier_opt):
-        model = mlp()
-        opt = make(model.parameters())
-        train(model, opt, x, y, 2, val=0.4)
-        old = _to_batched_layout(round_trip(opt), opt._state_layout())
-        assert tuple(old["state"][0]["lopt.moments"].shape) == (1, 480, 6)
-        clone = copy.deepcopy(model)
-        clone_opt = make(clone.parameters())
-        clone_opt.load_state_dict(old)
-        assert tuple(clone_opt.state[clone[0].weight]["lopt.moments"].shape) == (16, 30, 6)
-        assert train(model, opt, x, y, 2) == train(clone, clone_opt, x, y, 2)
+FIXTURE = Path(__file__).parent / "data" / "legacy_6828924.pt"
+
+
+def _fixture_case(name):
+    """A case saved by the code of commit 6828924 (``data/make_legacy_6828924.py``)."""
+    return torch.load(FIXTURE, weights_only=True)["cases"][name]
+
+
+def _fixture_opt(name, params):
+    groups = [{"params": params[0::2]}, {"params": params[1::2]}]  # weights, biases
+    if name == "adam":
+        return LearnedOptimizer(groups, adam_theta(), "adam")
+    if name == "hierarchical":
+        return hier_opt(groups)
+    return LearnedOptimizer(groups)
+
+
+@pytest.mark.parametrize("name", ["mlp_idiom", "adam", "hierarchical"])
+def test_a_state_dict_saved_by_the_old_code_continues_bit_identically(name):
+    """The fixture holds the old code's state after 3 steps (batched ``[1, n, ...]`` layout,
+    no format number) and the parameters it produced in the next 3 steps from the stored
+    gradients and losses; the new code, resumed from that state, must produce the same."""
+    case = _fixture_case(name)
+    saved = case["optimizer"]
+    assert "format" not in saved["lopt_arch"] and saved["state"][0]["step"] == 3
+    params = [torch.nn.Parameter(p.clone()) for p in case["params"]]
+    opt = _fixture_opt(name, params)
+    if name == "mlp_idiom":  # groups kept weight_decay=0.1 then, but it was ignored
+        saved["param_groups"][0]["weight_decay"] = 0
+    opt.load_state_dict(saved)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0, 0.0]
+    for grads, loss, expected in zip(case["grads"], case["losses"], case["next"], strict=True):
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+        opt.step(loss=loss)
+        for p, q in zip(params, expected, strict=True):
+            assert torch.equal(p.detach(), q)
+    assert opt.state_dict()["lopt_arch"]["format"] == 2
+
+
+def test_an_old_state_dict_whose_groups_set_weight_decay_is_refused():
+    """The AdamW idiom's ``weight_decay=0.1`` was kept and ignored before weight decay
+    existed; loading it as is would start removing 10% of the weights per step."""
+    case = _fixture_case("mlp_idiom")
+    params = [torch.nn.Parameter(p.clone()) for p in case["params"]]
+    opt = _fixture_opt("mlp_idiom", params)
+    before = copy.deepcopy(opt.state_dict())
+    with pytest.raises(ConfigError) as err:
+        opt.load_state_dict(case["optimizer"])
+    message = str(err.value)
+    assert "\n" not in message and "saved when LearnedOptimizer ignored weight_decay" in message
+    assert "param group 0 has weight_decay=0.1" in message
+    assert "['weight_decay'] = 0" in message
+    assert not opt.state and opt.param_groups[0]["weight_decay"] == 0.0
+    assert opt.state_dict()["param_groups"] == before["param_groups"]
+
+
+def test_old_groups_without_an_option_take_the_value_they_ran_with():
+    """A group saved before ``lr``/``weight_decay`` existed ran at lr 1 without decay; the
+    constructor's defaults (here lr 0.5, decay 0.001) must not change the resumed run."""
+    case = _fixture_case("adam")
+    saved = case["optimizer"]
+    for group in saved["param_groups"]:
+        del group["lr"]
+    params = [torch.nn.Parameter(p.clone()) for p in case["params"]]
+    groups = [{"params": params[0::2]}, {"params": params[1::2]}]
+    opt = LearnedOptimizer(groups, adam_theta(), "adam", lr=0.5, weight_decay=0.001)
+    opt.load_state_dict(saved)
+    assert [(g["lr"], g["weight_decay"]) for g in opt.param_groups] == [(1.0, 0.0)] * 2
+    for p, g in zip(params, case["grads"][0], strict=True):
+        p.grad = g.clone()
+    opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(params, case["next"][0], strict=True))
+
+
+def test_the_format_number_is_checked():
+    model = mlp()
+    opt = mlp_opt(model.parameters())
+    saved = round_trip(opt)
+    assert saved["lopt_arch"] == {"name": "mlp", "theta_dim": opt.arch.theta_dim, "format": 2}
+    newer = copy.deepcopy(saved)
+    newer["lopt_arch"]["format"] = 3
+    with pytest.raises(ConfigError, match="format 3, from a newer metalab; this one reads"):
+        opt.load_state_dict(newer)
+    for bad in (0, "2", 2.0, True):
+        damaged = copy.deepcopy(saved)
+        damaged["lopt_arch"]["format"] = bad
+        with pytest.raises(ConfigError, match="damaged optimizer state_dict"):
+            opt.load_state_dict(damaged)
+    opt.param_groups[0]["weight_decay"] = 0.005  # format 2: a saved decay is applied
+    clone_opt = mlp_opt(copy.deepcopy(model).parameters())
+    clone_opt.load_state_dict(round_trip(opt))
+    assert clone_opt.param_groups[0]["weight_decay"] == 0.005
 
 
 def test_carry_rules_name_every_state_entry_of_the_builtin_archs():
     """``state_carry_rules``: an int for parameter-shaped moments (the gradient's power),
     ``"copy"`` for per-tensor and shared state — what a tool that grows parameters needs."""
     x, y = cancer()
+    per_tensor = ["lstm_h", "lstm_c", "train_init", "train_ema", "val_init", "train_seen"]
     expected = {
         "mlp": {"step": "copy", "lopt.moments": 1},
         "adam": {"step": "copy", "lopt.m": 1, "lopt.v": 2, "lopt.count": "copy"},
+        "hierarchical": {
+            "step": "copy",
+            "lopt.moments": 1,
+            **{f"lopt.{key}": "copy" for key in [*per_tensor, "val_seen"]},
+        },
     }
     for make in (mlp_opt, hier_opt, lambda p: LearnedOptimizer(p, adam_theta(), "adam")):
         model = mlp()
@@ -238,7 +312,7 @@ def test_carry_rules_name_every_state_entry_of_the_builtin_archs():
         one_step(model, opt, x, y, loss=torch.tensor(0.5))
         rules = opt.state_carry_rules
         assert set(rules) == set(opt.state[model[0].weight])
-        assert expected.get(opt.arch.name, rules) == rules
+        assert rules == expected[opt.arch.name]
         for p in model.parameters():
             for key, rule in rules.items():
                 if isinstance(rule, int):

@@ -55,6 +55,10 @@ def test_from_shapes_reads_no_device_value():
         ({"sizes": torch.tensor([2, 3]), "bounds": ((0, 2),)}, "2 sizes but 1 bounds"),
         ({"sizes": torch.tensor([2, 3]), "bounds": ((0, 2), (3, 5))}, "contiguous"),
         ({"sizes": torch.tensor([2, 3]), "bounds": ((0, 2), 5)}, "contiguous"),
+        (
+            {"sizes": torch.tensor([2, 3]), "bounds": ((0, 2), (2, 4))},
+            r"bounds \[\(0, 2\), \(2, 4\)\] hold \[2, 2\] entries but sizes are \[2, 3\]",
+        ),
         ({"sizes": torch.tensor([2, 3]), "index": torch.zeros(4, dtype=torch.long)}, "5 entries"),
         ({"sizes": torch.tensor([2, 3]), "index": torch.zeros(5)}, "integer tensor"),
     ],
@@ -63,3 +67,8 @@ def test_bad_layouts_are_one_line_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message) as err:
         Segments(**kwargs)
     assert "\n" not in str(err.value)
+
+
+def test_from_shapes_refuses_negative_sizes():
+    with pytest.raises(ConfigError, match=r"shapes must have sizes >= 0, got \[\(2,\), \(-1,\)\]"):
+        Segments.from_shapes([(2,), (-1,)], CPU)

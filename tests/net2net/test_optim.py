@@ -241,3 +241,54 @@ def test_lbfgs_whole_model_history_is_not_carried_and_lr_multiplier_is_kept():
     learned = LearnedOptimizer(model.parameters(), lr=0.3)
     rebuilt = transfer_optimizer(learned, model, grown, report, state="reset")
     assert rebuilt.defaults["lr"] == 0.3 and rebuilt.param_groups[0]["lr"] == 0.3
+
+
+def _learned_baselines():
+    from metalab.lopt import LearnedOptimizer
+    from metalab.lopt.baselines import AdamArch, SGDMArch
+
+    sgdm = SGDMArch.theta(lr=0.05, momentum=0.9)
+    return {
+        "sgdm": (
+            lambda p: LearnedOptimizer(p, sgdm, "sgdm"),
+            lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+        ),
+        "adam": (
+            lambda p: LearnedOptimizer(p, AdamArch.theta(lr=1e-2), "adam"),
+            lambda p: torch.optim.Adam(p, lr=1e-2),
+        ),
+    }
+
+
+def _widened_run(make, state="carry"):
+    """4 steps, widen fc1 to 7 units, carry (or reset) the optimizer, 4 more steps."""
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.randint(0, 2, (32,), generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    model = mlp(4, [3, 5], 2).double()
+    opt = make(model.parameters())
+    for _ in range(4):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    grown, report = widen(model, "fc1", 7, generator=torch.Generator().manual_seed(3))
+    new_opt = transfer_optimizer(opt, model, grown, report, state=state)
+    for _ in range(4):
+        new_opt.zero_grad()
+        F.cross_entropy(grown(x), y).backward()
+        new_opt.step()
+    return [p.detach() for p in grown.parameters()]
+
+
+@pytest.mark.parametrize("name", ["sgdm", "adam"])
+def test_learned_sgdm_and_adam_carried_through_widen_step_as_torchs_carried_ones(name):
+    """metalab's ``sgdm``/``adam`` archs are SGD-momentum/Adam written as learned optimizers:
+    carried through a widen by their declared state rules, their next steps must match
+    torch's SGD/Adam carried through the same widen, by value (float32 arch math against
+    torch's float64, hence the 1e-6)."""
+    learned, reference = _learned_baselines()[name]
+    ours, theirs = _widened_run(learned), _widened_run(reference)
+    for p, q in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+    reset = _widened_run(reference, state="reset")  # a wrong carry would be this far off
+    assert max(float((p - q).abs().max()) for p, q in zip(reset, theirs, strict=True)) > 1e-3

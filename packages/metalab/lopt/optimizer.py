@@ -15,7 +15,7 @@ often as you can when using the hierarchical optimizer.
 State lives in ``self.state[p]`` in the parameter's own layout (per-entry state of a
 parameter of shape ``s`` is ``[*s, ...]``; see :mod:`metalab.lopt.optimizer_state`), plus
 the step count ``"step"``, so ``state_dict`` is torch's own plus a record of the
-architecture (``"lopt_arch"``: name and ``θ`` size) that ``load_state_dict`` checks —
+architecture (``"lopt_arch"``: name, ``θ`` size, format) that ``load_state_dict`` checks —
 the state of another architecture would otherwise fail mid-``step`` or, worse, be used.
 The time features use the group's training time: the largest step count among the
 group's parameters stepped so far (so a parameter that first gets a gradient late, or is
@@ -34,7 +34,16 @@ Weight decay is decoupled (AdamW, Loshchilov & Hutter 2019) and outside the lear
 update: ``p ← p_learned − lr · weight_decay · p_old``, with the group's ``lr`` multiplier,
 so ``weight_decay`` is the fraction of ``p`` removed per step at ``lr = 1``. AdamW scales it
 by its step size instead: AdamW's ``weight_decay=0.01`` at ``lr=1e-3`` removes ``1e-5`` per
-step, i.e. ``weight_decay=1e-5`` here. At 0 (the default) nothing is computed.
+step, i.e. ``weight_decay=1e-5`` here. At 0 (the default) nothing is computed. AdamW's
+grouping idiom (``"weight_decay": 0.1``) would remove 10% per step, so a decay above 0.01
+warns (once per optimizer) and ``lr · weight_decay >= 1`` is refused (also at ``step``,
+for an ``lr`` a scheduler raised). State dicts saved when a group's ``weight_decay`` was
+ignored are refused if one sets it, so a resumed run never starts decaying unasked.
+
+Groups may carry any key of the user's (``"name"``, a scheduler's ``initial_lr``); only
+options of other torch optimizers that this one cannot honour (``momentum``, ``betas``,
+... :data:`~metalab.lopt.optimizer_args.FOREIGN_OPTIONS`) are refused, when a group is
+added or loaded, and at the first ``step`` after one is set.
 """
 
 from __future__ import annotations
@@ -49,8 +58,10 @@ from torch import Tensor
 from metalab.core.errors import ConfigError
 from metalab.lopt.interfaces import LossFeatures, OptimizerArch
 from metalab.lopt.optimizer_args import (
-    check_group_keys,
+    GroupChecks,
     check_lr,
+    check_rates,
+    check_val_loss,
     check_weight_decay,
     one_number,
     resolve,
@@ -60,10 +71,10 @@ from metalab.lopt.optimizer_state import (
     RECORD,
     StateLayout,
     check_form,
-    check_record,
+    record,
+    saved_group_fill,
     saved_ids,
 )
-from metalab.lopt.segments import Segments
 from metalab.lopt.weights import LoptWeights
 
 __all__ = ["LearnedOptimizer"]
@@ -76,7 +87,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
 
     Args:
         params: parameters or parameter groups, as for any torch optimizer; a group may
-            set ``lr``, ``weight_decay`` and ``val_loss`` (any other option is refused).
+            set ``lr``, ``weight_decay`` and ``val_loss``, and keep keys of the user's;
+            options of other torch optimizers (``momentum``, ``betas``, ...) are refused.
         weights: ``None`` (the packaged default, an ``mlp`` optimizer), a weights-file
             path, a :class:`LoptWeights`, or a ``[D]`` tensor ``θ`` (then ``arch`` is
             required).
@@ -88,13 +100,15 @@ class LearnedOptimizer(torch.optim.Optimizer):
         lr: multiplier of every update (default 1.0 = the learned step sizes as
             meta-trained); per group like any torch ``lr``, so LR schedulers work.
         weight_decay: decoupled weight decay, the fraction of each parameter removed per
-            step at ``lr = 1`` (see the module docstring; default 0).
+            step at ``lr = 1`` (see the module docstring; default 0; above 0.01 warns).
 
     Raises:
         ConfigError: missing/corrupt weights, ``θ`` of the wrong size or not finite, an
             arch that does not match the file (or has no packaged weights), a negative
-            or non-finite ``lr``/``weight_decay``, an unknown param-group option, sparse
-            or complex gradients; at ``step``, a loss that is not one number.
+            or non-finite ``lr``/``weight_decay``, ``lr · weight_decay >= 1``, a
+            ``val_loss`` that is not ``None`` or a finite number, another optimizer's
+            option in a group, sparse or complex gradients; at ``step``, a loss that is
+            not one number (and any of the group checks, for groups changed since).
         UnknownNameError: an ``arch`` name that is not registered (with suggestions).
 
     A NaN/inf in one gradient entry makes the whole tensor's update NaN, not only that
@@ -120,12 +134,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
         self._theta = theta.reshape(1, -1).to(_DTYPE)
         self._theta_cache: dict[torch.device, Tensor] = {}
         self._layout: StateLayout | None = None
-        defaults = {
-            "val_loss": None,
-            "lr": check_lr(lr),
-            "weight_decay": check_weight_decay(weight_decay),
-        }
-        super().__init__(params, defaults)
+        self._checks = GroupChecks()
+        rate, decay = check_lr(lr), check_weight_decay(weight_decay)
+        check_rates(rate, decay)
+        super().__init__(params, {"val_loss": None, "lr": rate, "weight_decay": decay})
 
     @property
     def theta(self) -> Tensor:
@@ -160,16 +172,25 @@ class LearnedOptimizer(torch.optim.Optimizer):
         return self._state_layout().carry_rules()
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Torch's ``add_param_group``, refusing unknown options and impossible values."""
-        check_group_keys(param_group)
-        check_lr(param_group.get("lr", self.defaults["lr"]))
-        check_weight_decay(param_group.get("weight_decay", self.defaults["weight_decay"]))
+        """Torch's ``add_param_group``, refusing other optimizers' options and bad values."""
+        self._checks(param_group, self.defaults)
         super().add_param_group(param_group)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """All but hooks: torch's keeps only groups and state (a copy lost the arch, ``θ``)."""
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_optimizer_")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Torch's, minus the foreign ``differentiable`` default it adds to ``defaults``.
+
+        Torch runs it in ``load_state_dict`` too; ``add_param_group`` would copy it.
+        """
+        super().__setstate__(state)
+        self.defaults.pop("differentiable", None)
 
     def observe_validation_loss(self, value: float | Tensor) -> None:
         """Record the latest validation loss; it is fed to every following step."""
-        number = one_number(value, "the validation loss")
-        loss = float(number.detach() if isinstance(number, Tensor) else number)
+        loss = check_val_loss(one_number(value, "the validation loss"))
         for group in self.param_groups:
             group["val_loss"] = loss
 
@@ -199,10 +220,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
             train = one_number(train, "the training loss")
         if val_loss is not None:
             self.observe_validation_loss(val_loss)
-        rates = [
-            (check_lr(group.get("lr", 1.0)), check_weight_decay(group.get("weight_decay", 0.0)))
-            for group in self.param_groups
-        ]
+        rates = [self._checks(group, self.defaults) for group in self.param_groups]
         with torch.no_grad():
             for group, (lr, decay) in zip(self.param_groups, rates, strict=True):
                 active = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
@@ -230,13 +248,13 @@ class LearnedOptimizer(torch.optim.Optimizer):
         """
         device, (lr, decay) = params[0].device, rates
         sizes = [p.numel() for p in params]
-        segments = Segments.from_shapes([tuple(p.shape) for p in params], device)
+        segments = self._state_layout().segments(params)
         flat = torch.cat([p.detach().reshape(-1).to(_DTYPE) for p in params]).unsqueeze(0)
         grads = torch.cat([p.grad.reshape(-1).to(_DTYPE) for p in params])  # type: ignore[union-attr]
         self._init_missing(params, group)
         state = self._state_layout().gather([self.state[p] for p in params], params)
         t = time.reshape(1).to(device)
-        losses = _loss_features(train, group["val_loss"], device)
+        losses = _loss_features(train, check_val_loss(group.get("val_loss")), device)
         new_flat, new_state = self.arch.step(
             self._theta_on(device), flat, grads.unsqueeze(0), state, t, segments, losses
         )
@@ -262,13 +280,13 @@ class LearnedOptimizer(torch.optim.Optimizer):
         return self._layout
 
     def state_dict(self) -> dict[str, Any]:
-        """The state dict of torch plus ``"lopt_arch"``: the architecture's name and ``θ`` size.
+        """Torch's state dict plus ``"lopt_arch"``: the arch's name, ``θ`` size and format.
 
         The per-parameter state means nothing to another architecture (or the same one
         with other options), so :meth:`load_state_dict` refuses a mismatch by this record.
         """
         saved = super().state_dict()
-        saved[RECORD] = {"name": self.arch.name, "theta_dim": self.arch.theta_dim}
+        saved[RECORD] = record(self.arch)
         return saved
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -276,18 +294,27 @@ class LearnedOptimizer(torch.optim.Optimizer):
 
         With the ``"lopt_arch"`` record its name and ``θ`` size must match; without it
         (state dicts of earlier versions) every parameter's state must hold exactly this
-        architecture's state tensors in the right shapes. Nothing changes when refused.
+        architecture's state tensors in the right shapes. The saved groups' options are
+        checked as a new group's are. Nothing changes when refused.
+
+        State dicts without a format number in the record were saved when a group's
+        ``weight_decay`` was kept but ignored: one whose groups set a nonzero
+        ``weight_decay`` is refused (it would start decaying the resumed run; set it to
+        0 in the dict's groups to resume as it ran), and options such a group lacks take
+        the values it ran with (``lr`` 1, ``weight_decay`` 0), not this optimizer's
+        defaults, so a resumed run continues as it was.
 
         Raises:
             ConfigError: not an optimizer state dict, another architecture's state,
-                parameter groups that do not match this optimizer's or set an option it
-                does not have (a state dict of another optimizer class).
+                parameter groups that do not match this optimizer's, set another
+                optimizer's option (a state dict of another class) or a bad value, or
+                a nonzero ``weight_decay`` saved when it was ignored.
         """
         check_form(state_dict)
-        check_record(state_dict.get(RECORD), self.arch)
+        fill = saved_group_fill(state_dict, self.arch, self.defaults)
         for saved_group in state_dict["param_groups"]:
             if isinstance(saved_group, Mapping):
-                check_group_keys(saved_group)
+                self._checks({**fill, **saved_group}, self.defaults)
         ids = saved_ids(state_dict["param_groups"], self.param_groups)
         layout = self._state_layout()
         state = {}
@@ -300,9 +327,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
             for name, value in state.get(key, {}).items():
                 if name.startswith(PREFIX):
                     self.state[param][name] = value.to(param.device, _DTYPE)
-        for group in self.param_groups:  # keys added since the state dict was saved
-            for key, default in self.defaults.items():
-                group.setdefault(key, default)
+        for group in self.param_groups:  # options added since the state dict was saved
+            for key, value in fill.items():
+                group.setdefault(key, value)
 
     def _init_missing(self, params: list[Tensor], group: dict[str, Any]) -> None:
         """Fresh arch state for parameters stepped for the first time (globals are shared)."""
@@ -311,7 +338,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
             return
         device = missing[0].device
         flat = torch.cat([p.detach().reshape(-1).to(_DTYPE) for p in missing]).unsqueeze(0)
-        segments = Segments.from_shapes([tuple(p.shape) for p in missing], device)
+        segments = self._state_layout().segments(missing)
         fresh = self.arch.init_state(flat, segments)
         old = [p for p in group["params"] if "step" in self.state.get(p, {}) and p.device == device]
         kinds = self._state_layout().kinds

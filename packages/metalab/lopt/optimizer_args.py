@@ -2,13 +2,17 @@
 
 The constructor resolves ``weights``/``arch``/``arch_options`` into an architecture and
 its ``θ`` (:func:`resolve`); each param group's options are checked when the group is
-added and again at every step (an LR scheduler or ``load_state_dict`` may change them).
+added, when a state dict is loaded and again at every step (an LR scheduler or the user
+may change them): :class:`GroupChecks`.
 Split from :mod:`metalab.lopt.optimizer` so that module holds only the stepping.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,10 +26,13 @@ from metalab.lopt.interfaces import OptimizerArch
 from metalab.lopt.weights import LoptWeights, load_weights
 
 __all__ = [
+    "FOREIGN_OPTIONS",
     "GROUP_OPTIONS",
-    "SCHEDULER_KEYS",
+    "GroupChecks",
     "check_group_keys",
     "check_lr",
+    "check_rates",
+    "check_val_loss",
     "check_weight_decay",
     "one_number",
     "resolve",
@@ -34,24 +41,47 @@ __all__ = [
 DTYPE = torch.float32
 # Options a param group may set (besides "params"); torch adds "param_names" itself.
 GROUP_OPTIONS = ("lr", "weight_decay", "val_loss")
-# Bookkeeping that torch's LR schedulers (and SWALR) write into a group: they do not
-# configure the optimizer, but a group copied from a scheduled optimizer carries them.
-SCHEDULER_KEYS = ("initial_lr", "max_lr", "min_lr", "swa_lr")
-_ACCEPTED = frozenset({"params", "param_names", *GROUP_OPTIONS, *SCHEDULER_KEYS})
+# Options torch's own optimizers take that this one cannot honour (the learned update
+# chooses its own momentum and step sizes): read from their constructors, so the list
+# follows the installed torch, plus the common ones in case a torch version lacks one.
+_COMMON_FOREIGN = (
+    "momentum", "dampening", "nesterov", "betas", "eps", "amsgrad", "alpha", "centered",
+    "rho", "lr_decay", "initial_accumulator_value", "lambd", "t0", "max_iter",
+    "history_size", "line_search_fn", "foreach", "fused", "capturable", "differentiable",
+    "maximize", "decoupled_weight_decay", "momentum_decay",
+)  # fmt: skip
+# A group decaying more than this per step (at lr 1) is probably AdamW's weight_decay.
+DECAY_WARNING_ABOVE = 0.01
+
+
+def _torch_options() -> frozenset[str]:
+    """The keyword arguments of every optimizer class in ``torch.optim``."""
+    names: set[str] = set()
+    for value in vars(torch.optim).values():
+        is_optimizer = isinstance(value, type) and issubclass(value, torch.optim.Optimizer)
+        if is_optimizer and value is not torch.optim.Optimizer:
+            arguments = list(inspect.signature(value.__init__).parameters.values())[2:]
+            names.update(a.name for a in arguments if a.kind is not a.VAR_KEYWORD)
+    return frozenset(names)
+
+
+FOREIGN_OPTIONS = (_torch_options() | set(_COMMON_FOREIGN)) - {"params", *GROUP_OPTIONS}
 
 
 def check_group_keys(group: Mapping[str, Any]) -> None:
-    """Refuse a param-group key that the learned optimizer would silently ignore.
+    """Refuse an option of another torch optimizer that the learned one would ignore.
 
-    Torch's own optimizers keep unknown keys without a word, so a ``momentum`` or
-    ``betas`` meant for another optimizer would look applied; here it is an error.
+    Torch's optimizers keep unknown keys without a word, so a ``momentum`` or ``betas``
+    meant for another optimizer would look applied; here it is an error. Any other key
+    (``"name"``, a scheduler's ``initial_lr``, torch's ``param_names``) is the user's
+    metadata and kept, as torch keeps it.
     """
-    unknown = sorted(str(key) for key in group if key not in _ACCEPTED)
-    if unknown:
+    foreign = sorted(str(key) for key in group if key in FOREIGN_OPTIONS)
+    if foreign:
         raise ConfigError(
-            f"LearnedOptimizer has no param-group option {unknown[0]!r}; a group may set "
-            f"{', '.join(GROUP_OPTIONS)} (and carry the LR schedulers' "
-            f"{', '.join(SCHEDULER_KEYS)})"
+            f"LearnedOptimizer has no param-group option {foreign[0]!r} (an option of other "
+            "torch optimizers; the learned update chooses its own momentum and step sizes); "
+            f"a group may set {', '.join(GROUP_OPTIONS)}, and other keys are kept as metadata"
         )
 
 
@@ -63,6 +93,80 @@ def check_lr(value: Any) -> float:
 def check_weight_decay(value: Any) -> float:
     """The decoupled weight decay as a float, if it is a finite number ``>= 0``."""
     return _non_negative(value, "weight_decay (decoupled, per step at lr 1)")
+
+
+def check_rates(lr: float, weight_decay: float) -> None:
+    """Refuse ``lr · weight_decay >= 1``: each step would zero the parameters or flip them."""
+    if lr * weight_decay >= 1:
+        raise ConfigError(
+            f"LearnedOptimizer lr * weight_decay = {lr:g} * {weight_decay:g} >= 1 would zero "
+            "every parameter or flip its sign each step; weight_decay is the fraction removed "
+            "per step at lr 1 (AdamW's converts as weight_decay * lr, e.g. 0.01 * 1e-3 = 1e-5)"
+        )
+
+
+def check_val_loss(value: Any) -> float | None:
+    """The validation loss of a group as a float (``None``: none observed yet)."""
+    if value is None:
+        return None
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
+        value = float(value.detach())
+    ok = isinstance(value, float | int) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value):
+        raise ConfigError(
+            f"LearnedOptimizer val_loss must be None or a finite number, got {value!r}"
+        )
+    return float(value)
+
+
+class GroupChecks:
+    """Checks a group's options; remembers the key sets already found free of foreign ones.
+
+    ``step`` checks every group (an LR scheduler or the user may have changed it since
+    it was added), so the key check runs only for a key set not seen before, and the
+    large-decay warning is given once per optimizer.
+    """
+
+    def __init__(self) -> None:
+        self._clean_keys: set[tuple[Any, ...]] = set()
+        self._warned = False
+
+    def __call__(
+        self, group: Mapping[str, Any], defaults: Mapping[str, Any]
+    ) -> tuple[float, float]:
+        """The group's checked ``(lr, weight_decay)`` (absent keys from ``defaults``)."""
+        keys = tuple(group)
+        if keys not in self._clean_keys:
+            check_group_keys(group)
+            self._clean_keys.add(keys)
+        lr = check_lr(group.get("lr", defaults["lr"]))
+        decay = check_weight_decay(group.get("weight_decay", defaults["weight_decay"]))
+        check_rates(lr, decay)
+        check_val_loss(group.get("val_loss"))
+        if decay > DECAY_WARNING_ABOVE and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"LearnedOptimizer weight_decay={decay:g} removes {decay * 100:g}% of each "
+                "parameter per step at lr 1; it is not AdamW's weight_decay, which AdamW "
+                "scales by its lr: use wd_adamw * lr_adamw (AdamW's 0.01 at lr 1e-3 is 1e-5 "
+                "here)",
+                UserWarning,
+                stacklevel=_caller_level(),
+            )
+        return lr, decay
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside this package and ``torch.optim``.
+
+    The checks run from the constructor, ``add_param_group``, ``load_state_dict`` or
+    ``step`` (through torch's wrappers), so a fixed level would point into torch.
+    """
+    inside = (str(Path(__file__).parent), str(Path(torch.optim.__file__).parent))
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level  # level 1 is the caller of warnings.warn
 
 
 def _non_negative(value: Any, what: str) -> float:

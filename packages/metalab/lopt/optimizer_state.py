@@ -11,9 +11,16 @@ it per parameter, as torch's optimizers do, in the parameter's own layout:
 - global state is stored whole in every parameter's state.
 
 :class:`StateLayout` probes the arch once for these kinds, converts between the two
-layouts and checks a saved per-parameter state before ``load_state_dict`` accepts it
-(state dicts saved before this layout, with ``[1, n, ...]``/``[1, 1, ...]`` slices, are
-read too). :meth:`StateLayout.carry_rules` says how each entry follows a grown parameter.
+layouts (caching the :class:`Segments` of each set of parameter shapes) and checks a
+saved per-parameter state before ``load_state_dict`` accepts it (state dicts saved
+before this layout, with ``[1, n, ...]``/``[1, 1, ...]`` slices, are read too).
+:meth:`StateLayout.carry_rules` says how each entry follows a grown parameter.
+
+The ``"lopt_arch"`` record carries a format number (:data:`FORMAT`). Format 2 applies a
+group's ``weight_decay``; state dicts without the number (format 1) were saved when it
+was ignored, so :func:`check_format1_groups` refuses one whose groups set a nonzero
+``weight_decay`` (loading it would start decaying a resumed run), and their missing
+options are filled with the values they ran with (:data:`FORMAT1_OPTIONS`).
 """
 
 from __future__ import annotations
@@ -27,21 +34,30 @@ from torch import Tensor
 
 from metalab.core.errors import ConfigError
 from metalab.lopt.interfaces import OptimizerArch
+from metalab.lopt.optimizer_args import check_group_keys
 from metalab.lopt.segments import Segments
 from metalab.lopt.systems import State
 
 __all__ = [
+    "FORMAT",
+    "FORMAT1_OPTIONS",
     "PREFIX",
     "RECORD",
     "StateLayout",
     "check_form",
+    "check_format1_groups",
     "check_record",
+    "record",
+    "saved_group_fill",
     "saved_ids",
 ]
 
 Kind = Literal["entry", "tensor", "global"]
 PREFIX = "lopt."  # per-parameter state keys are the arch's keys with this prefix
-RECORD = "lopt_arch"  # state_dict key of the architecture record (name, θ size)
+RECORD = "lopt_arch"  # state_dict key of the architecture record (name, θ size, format)
+FORMAT = 2  # 2: groups' weight_decay is applied; 1 (no number): it was ignored
+# What a format-1 group ran with when it lacks the option (lr was added at 1.0).
+FORMAT1_OPTIONS: dict[str, Any] = {"lr": 1.0, "weight_decay": 0.0, "val_loss": None}
 _DTYPE = torch.float32
 
 
@@ -59,6 +75,21 @@ class StateLayout:
         state = arch.init_state(torch.zeros(1, 5, dtype=_DTYPE), probe)
         self.kinds: dict[str, Kind] = {k: _kind(v, 5, 2) for k, v in state.items()}
         self.probes = {k: tuple(v.shape) for k, v in state.items()}
+        self._segments: dict[tuple[Any, torch.device], Segments] = {}
+
+    def segments(self, params: list[Tensor]) -> Segments:
+        """The layout of ``params`` flattened (on their device), built once per shapes.
+
+        Rebuilding it every step cost more than the rest of a small model's bookkeeping
+        (and is a blocking host-to-device copy on a GPU).
+        """
+        key = (tuple(p.shape for p in params), params[0].device)
+        segments = self._segments.get(key)
+        if segments is None:
+            if len(self._segments) >= 64:  # the set of stepped parameters keeps changing
+                self._segments.clear()
+            segments = self._segments[key] = Segments.from_shapes(list(key[0]), key[1])
+        return segments
 
     def shape(self, key: str, param: Tensor) -> tuple[int, ...]:
         """The shape of ``param``'s slice of state tensor ``key``."""
@@ -165,22 +196,79 @@ def check_form(state_dict: Any) -> None:
         raise ConfigError("not an optimizer state_dict (it needs 'state' and 'param_groups')")
 
 
-def check_record(record: Any, arch: OptimizerArch) -> None:
-    """Refuse a state dict whose architecture record is damaged or names another arch."""
-    if record is None:
-        return
-    name, dim = (
-        (record.get("name"), record.get("theta_dim"))
-        if isinstance(record, Mapping)
-        else (None, None)
+def record(arch: OptimizerArch) -> dict[str, Any]:
+    """The ``"lopt_arch"`` record of a state dict saved now."""
+    return {"name": arch.name, "theta_dim": arch.theta_dim, "format": FORMAT}
+
+
+def check_record(saved: Any, arch: OptimizerArch) -> int:
+    """The state dict's format; refuse a damaged record or one that names another arch.
+
+    No record (the earliest state dicts) or no ``"format"`` in it means format 1.
+    """
+    if saved is None:
+        return 1
+    name, dim, version = (
+        (saved.get("name"), saved.get("theta_dim"), saved.get("format", 1))
+        if isinstance(saved, Mapping)
+        else (None, None, None)
     )
-    if not isinstance(name, str) or not isinstance(dim, int):
-        raise ConfigError(f"damaged optimizer state_dict: {RECORD!r} is {record!r}")
+    numbers = [v for v in (dim, version) if isinstance(v, int) and not isinstance(v, bool)]
+    if not isinstance(name, str) or len(numbers) != 2 or numbers[1] < 1:
+        raise ConfigError(f"damaged optimizer state_dict: {RECORD!r} is {saved!r}")
+    dim, version = numbers
+    if version > FORMAT:
+        raise ConfigError(
+            f"the state_dict has format {version}, from a newer metalab; this one reads "
+            f"formats up to {FORMAT} (upgrade metalab to load it)"
+        )
     ours = (arch.name, arch.theta_dim)
     if (name, dim) != ours:
         raise ConfigError(
             f"the state_dict is from a {name!r} learned optimizer with {dim} weights; "
             f"this one is {ours[0]!r} with {ours[1]}"
+        )
+    return version
+
+
+def saved_group_fill(
+    state_dict: Mapping[str, Any], arch: OptimizerArch, defaults: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The options for loaded groups that lack them, after checking the record.
+
+    A format-1 group ran with :data:`FORMAT1_OPTIONS` (and is refused if it would now
+    decay); a current one lacks only options added later, which take ``defaults``.
+    Another optimizer's options are refused first: its state dict has no record either.
+    """
+    for group in state_dict["param_groups"]:
+        if isinstance(group, Mapping):
+            check_group_keys(group)
+    if check_record(state_dict.get(RECORD), arch) == 1:
+        check_format1_groups(state_dict["param_groups"])
+        return dict(FORMAT1_OPTIONS)
+    return {key: defaults[key] for key in FORMAT1_OPTIONS}
+
+
+def check_format1_groups(groups: list[Any]) -> None:
+    """Refuse a format-1 state dict whose groups set a nonzero ``weight_decay``.
+
+    Format 1 kept a group's ``weight_decay`` but ignored it, so the saved run never
+    decayed; loading it as is would start removing that fraction of every parameter
+    each step. Refusing (rather than zeroing it quietly) lets the user choose.
+    """
+    for i, group in enumerate(groups):
+        value = group.get("weight_decay", 0.0) if isinstance(group, Mapping) else 0.0
+        if isinstance(value, Tensor) and value.numel() == 1:
+            value = float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
+            continue
+        raise ConfigError(
+            f"this state_dict was saved when LearnedOptimizer ignored weight_decay, and its "
+            f"param group {i} has weight_decay={value!r}, which would now remove that "
+            "fraction of each parameter every step; to resume the run as it ran, set "
+            "state_dict['param_groups'][i]['weight_decay'] = 0 in every group and load "
+            "again (then set the optimizer's param_groups' weight_decay to the decay you "
+            "want from here on)"
         )
 
 

@@ -49,10 +49,12 @@ class Segments:
 
         Deriving ``bounds`` reads ``sizes`` back to the host once (a device-to-host copy
         when ``sizes`` is on a GPU); pass ``bounds`` or use :meth:`from_shapes` to avoid it.
+        Given ``bounds`` are checked against CPU ``sizes``; on a GPU only their number is.
 
         Raises:
             ConfigError: ``sizes`` missing or not a 1-D integer tensor of counts ``>= 0``,
-                or ``index``/``bounds`` that do not describe ``sizes``' layout.
+                or ``index``/``bounds`` that do not describe ``sizes``' layout (the
+                bounds' lengths are compared with CPU ``sizes`` only, see above).
         """
         if not isinstance(sizes, Tensor) or sizes.dim() != 1 or not _is_integer(sizes):
             got = (
@@ -85,13 +87,25 @@ class Segments:
         """Segments of the flat concatenation of tensors with these shapes.
 
         Sizes and bounds are computed on the host from the shapes, so no device value is
-        read back. Building ``sizes`` on a GPU is still a host-to-device copy, which
-        PyTorch makes blocking (the host waits for the current stream), so callers that
-        step often should reuse their segments rather than rebuild them every step.
+        read back; the layout is consistent by construction, so ``__init__``'s checks are
+        skipped. Building ``sizes`` on a GPU is still a host-to-device copy, which PyTorch
+        makes blocking (the host waits for the current stream), so callers that step
+        often should reuse their segments rather than rebuild them every step.
         """
         counts = [math.prod(s) for s in shapes]
+        if any(n < 0 for n in counts):
+            raise ConfigError(f"Segments shapes must have sizes >= 0, got {list(shapes)}")
         sizes = torch.tensor(counts, device=device, dtype=torch.int64)
-        return cls(None, sizes, _spans(counts))
+        spans = _spans(counts)
+        total = spans[-1][1] if spans else 0
+        index = torch.repeat_interleave(
+            torch.arange(len(counts), device=device), sizes, output_size=total
+        )
+        built = cls.__new__(cls)  # consistent by construction: skip __init__'s checks
+        object.__setattr__(built, "index", index)
+        object.__setattr__(built, "sizes", sizes)
+        object.__setattr__(built, "bounds", spans)
+        return built
 
     def __eq__(self, other: object) -> bool:
         """Same bounds, device and tensor ids (a device comparison, so it may synchronize)."""
@@ -174,8 +188,10 @@ def _spans(counts: list[int]) -> tuple[tuple[int, int], ...]:
 def _checked_bounds(bounds: Sequence[object], sizes: Tensor) -> tuple[tuple[int, int], ...]:
     """``bounds`` as a tuple if they are ``len(sizes)`` contiguous spans starting at 0.
 
-    Only their shape is checked against ``sizes`` (comparing values would read ``sizes``
-    back from the device, which ``bounds`` exist to avoid).
+    Their lengths are compared with ``sizes`` when ``sizes`` is on the CPU (a wrong span
+    would otherwise surface as a raw error, or a wrong layout, deep inside a step); on
+    other devices only their number is (comparing values would read ``sizes`` back from
+    the device, which ``bounds`` exist to avoid).
     """
     spans: list[tuple[int, int]] = []
     for span in bounds:
@@ -192,4 +208,12 @@ def _checked_bounds(bounds: Sequence[object], sizes: Tensor) -> tuple[tuple[int,
         raise ConfigError(
             f"Segments has {sizes.shape[0]} sizes but {len(spans)} bounds; they must match"
         )
+    if sizes.device.type == "cpu":
+        counts = [int(n) for n in sizes.tolist()]
+        lengths = [b - a for a, b in spans]
+        if counts != lengths:
+            raise ConfigError(
+                f"Segments bounds {spans} hold {lengths} entries but sizes are {counts}; "
+                "they must match"
+            )
     return tuple(spans)
