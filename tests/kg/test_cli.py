@@ -163,3 +163,24 @@ def test_train_then_evaluate_links(tmp_path: Path) -> None:
     mrr_line = next(line for line in result.output.splitlines() if line.startswith("test: MRR"))
     assert f"MRR {metrics['mrr']:.4f}" in mrr_line
     assert 0 < metrics["mrr"] <= 1 and metrics["triples"] == 201
+
+
+def test_regenerating_into_a_query_set_folder_drops_stale_splits(
+    hand_folder: Path, tmp_path: Path
+) -> None:
+    """A second `generate --out SAME` must not leave the first run's valid.jsonl to be read."""
+    out = tmp_path / "q"
+    args = ["queries", "generate", "--dataset", str(hand_folder), "--per-structure", "2",
+            "--max-attempts", "100", "--out", str(out)]  # fmt: skip
+    assert _run(*args, "--splits", "valid,test").exit_code == 0
+    assert (out / "valid.jsonl").is_file()
+    assert _run(*args, "--splits", "test").exit_code == 0
+    assert not (out / "valid.jsonl").exists()
+    assert set(json.loads(_run("queries", "stats", str(out), "--json").output)) == {"test"}
+    (out / "valid.jsonl").write_text((out / "test.jsonl").read_text())  # not in meta.json
+    assert set(json.loads(_run("queries", "stats", str(out), "--json").output)) == {"test"}
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine\n")
+    _one_line_error(_run(*args[:-1], str(other)), "folder is not empty and holds no metalab")
+    assert (other / "keep.txt").read_text() == "mine\n"

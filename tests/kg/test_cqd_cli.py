@@ -69,7 +69,7 @@ def test_answer_json_matches_library(model_folder: Path, tiny_predictor, solver:
         (["--top", "0", "treaties(usa, ?x)"], "top must be"),
         (["--solver", "co", "--explain", "treaties(usa, ?x)"], "gives no explanations"),
         (["--solver", "exact", "treaties(usa, ?x) & embassy(?y, ?x)"], "not anchored"),
-        (["--dataset", "umls", "treaties(usa, ?x)"], "dataset 'umls' has other entities"),
+        (["--dataset", "umls", "treaties(usa, ?x)"], "do not match graph 'umls' (other entities"),
         (["treaties(usa, china)"], "column 1: query has no variable"),
         (["treaties(usa, ?x) & embassy(?x, ?y) & treaties(?y, ?x)"], "not a tree: its atoms form"),
     ],
@@ -119,3 +119,18 @@ def test_answer_with_co(model_folder: Path) -> None:
     data = json.loads(result.output)
     assert data["solver"] == "co" and len(data["answers"]) == 2
     assert data["answers"][0]["score"] >= data["answers"][1]["score"]
+
+
+def test_a_negated_group_is_explained_as_one_unit(model_folder: Path) -> None:
+    """``!(A & B)`` is worth 1 − t(A, B): shown and exported as one group, so the score rebuilds."""
+    query = "!(treaties(usa, ?y) & embassy(?y, ?x)) & intergovorgs(china, ?x)"
+    base = ["answer", "--model", str(model_folder), "--explain", "--top", "3", "--device", "cpu"]
+    data = json.loads(_run(*base, "--json", query).output)
+    for row in data["answers"]:
+        group, positive = row["explanation"]["atoms"]
+        assert group["negated"] is True and [a["negated"] for a in group["atoms"]] == [False] * 2
+        inner = group["atoms"][0]["truth"] * group["atoms"][1]["truth"]  # product t-norm
+        assert group["value"] == pytest.approx(inner, abs=1e-6)
+        assert (1 - group["value"]) * positive["truth"] == pytest.approx(row["score"], abs=1e-5)
+    text = _run(*base, query).output
+    assert "NOT (" in text and "= 1 − " in text and "NOT treaties" not in text

@@ -68,3 +68,25 @@ def test_unregularized_co_reaches_the_discrete_optimum_on_chains(tiny_predictor)
     exact = solve(tiny_predictor, chains, SolverConfig("exact")).scores.max(1).values
     co = solve(tiny_predictor, chains, SolverConfig("co", co_steps=300, co_regularizer=0.0))
     assert bool((co.scores.max(1).values >= exact - 1e-3).all())
+
+
+@pytest.mark.parametrize(
+    ("inner", "positive"),
+    [
+        ("treaties(usa, ?y) & embassy(?y, ?x)", "intergovorgs(china, ?x)"),
+        ("embassy(uk, ?y) & treaties(?y, ?x)", "embassy(india, ?x)"),
+    ],
+)
+def test_co_negated_subquery_means_there_is_no_such_variable(
+    tiny_predictor, inner, positive
+) -> None:
+    """pni: ``!(∃y. φ(y, x)) & ψ(x)`` scores ``ψ(x)·(1 − φ_CO(x))``: ?y is fitted to make the
+    *inner* φ true (as CO answers φ on its own), not to make it false, which scored ~ψ(x)."""
+    rel = tiny_predictor.query_relations
+    parse = lambda text: parse_query(text, tiny_predictor.entities, rel).query  # noqa: E731
+    config = SolverConfig("co", co_steps=300, co_regularizer=0.0)
+    pni = solve(tiny_predictor, [parse(f"!({inner}) & {positive}")], config).scores[0]
+    alone = solve(tiny_predictor, [parse(inner)], config).scores[0]
+    psi = solve(tiny_predictor, [parse(positive)], SolverConfig("exact")).scores[0]
+    assert torch.allclose(pni, psi * (1 - alone), atol=0.08)
+    assert float((pni / psi).min()) < 0.5  # the old CO left every answer near ψ(x)

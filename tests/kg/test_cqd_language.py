@@ -10,7 +10,7 @@ import pytest
 from metalab.kg import Vocabulary, load_graph
 from metalab.kg.queries import Anchor, Intersection, Negation, Projection, structure_name
 from metalab.kg.query_language import QuerySyntaxError, parse_query
-from metalab.kg.query_syntax import _quoted
+from metalab.kg.query_syntax import quoted_name
 
 QUERIES_MD = Path(__file__).parents[2] / "packages" / "metalab" / "kg" / "QUERIES.md"
 
@@ -151,8 +151,8 @@ def test_the_no_variable_example_is_a_query_that_parses(text: str, example: str)
 
 
 def test_a_name_with_both_quote_kinds_gets_no_example() -> None:
-    assert _quoted("""a'b"c""") == ""  # the tokenizer has no escapes: it cannot be written
-    assert _quoted("a b") == "'a b'" and _quoted("a.b-c") == "a.b-c"
+    assert quoted_name("""a'b"c""") == ""  # the tokenizer has no escapes: it cannot be written
+    assert quoted_name("a b") == "'a b'" and quoted_name("a.b-c") == "a.b-c"
 
 
 @pytest.mark.parametrize(
@@ -193,3 +193,19 @@ def test_an_atom_on_one_variable_is_a_cycle_of_length_one(vocab) -> None:
 )
 def test_shared_anchors_and_local_variables_are_no_cycle(vocab, text: str, name: str) -> None:
     assert structure_name(parse_query(text, *vocab).query) == name
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("knows(Bob Smith, ?x)", "did you mean 'Bob Smith' (quote names with spaces)?"),
+        ("knows('bob smith', ?x)", "did you mean 'Bob Smith' (quote names with spaces)?"),
+        ("knows(ALICE, ?x)", "did you mean alice?"),
+        ("KNOWS(alice, ?x)", "did you mean knows"),
+    ],
+)
+def test_name_hints_are_case_insensitive_and_quoted_when_needed(text: str, hint: str) -> None:
+    entities = Vocabulary(("alice", "Bob Smith", "carol"), kind="entity")
+    relations = Vocabulary(("knows", "knows^-1"), kind="relation")
+    with pytest.raises(QuerySyntaxError, match=re.escape(hint)):
+        parse_query(text, entities, relations)

@@ -100,8 +100,17 @@ def test_malformed_lines_name_file_and_line(tmp_path: Path, content: str, messag
 def test_missing_split_file_and_unknown_dataset(tmp_path: Path) -> None:
     folder = write_graph_folder(tmp_path / "g")
     (folder / "valid.txt").unlink()
-    with pytest.raises(GraphFileError, match=r"valid\.txt: file not found"):
+    with pytest.raises(GraphFileError, match=r"no valid\.txt or valid\.tsv found"):
         load_graph(folder)
+    tsv = write_graph_folder(tmp_path / "tsv", suffix=".tsv")
+    (tsv / "valid.tsv").unlink()  # the other files are .tsv: name both accepted names
+    with pytest.raises(GraphFileError, match=r"no valid\.txt or valid\.tsv found"):
+        load_graph(tsv)
+    (tsv / "valid.tsv").mkdir()
+    with pytest.raises(GraphFileError, match=r"valid\.tsv: is a directory"):
+        load_graph(tsv)
+    with pytest.raises(GraphFileError, match=r"is a directory, not a triples file"):
+        read_triples_file(tsv / "valid.tsv")
     with pytest.raises(UnknownNameError, match="did you mean umls"):
         load_graph("umsl")
     with pytest.raises(GraphFileError, match="not found"):
@@ -109,7 +118,7 @@ def test_missing_split_file_and_unknown_dataset(tmp_path: Path) -> None:
     (tmp_path / "binary.txt").write_bytes(b"\x00\x9f\x00")
     with pytest.raises(GraphFileError, match=r"binary\.txt:1: not UTF-8 .*save the file as UTF-8"):
         read_triples_file(tmp_path / "binary.txt")
-    with pytest.raises(GraphFileError, match="cannot read"):
+    with pytest.raises(GraphFileError, match="is a directory"):
         read_triples_file(tmp_path)
 
 

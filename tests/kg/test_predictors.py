@@ -122,6 +122,33 @@ def test_other_pykeen_models_by_name(nations, model: str) -> None:
     assert scores.shape == (2, nations.num_entities) and torch.isfinite(scores).all()
 
 
+def _every_supported_model() -> list[str]:
+    from metalab.kg.predictors import supported_models
+
+    return supported_models()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("model", _every_supported_model())
+def test_every_listed_model_trains_one_epoch_on_a_tiny_graph(hand_graph, model: str) -> None:
+    """A name the CLI lists or suggests must train; the others are refused with a reason."""
+    config = PredictorConfig(model=model, dim=16, epochs=1, batch_size=8)
+    p = train_link_predictor(hand_graph, config, generator=torch.Generator().manual_seed(0))
+    scores = p.score_tails(torch.tensor([0, 1]), torch.tensor([0, 1]))
+    assert scores.shape == (2, hand_graph.num_entities) and torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("model", ["complexliteral", "ComplExLiteral", "rgcn", "nodepiece"])
+def test_models_needing_more_than_triples_are_refused_by_name(model: str) -> None:
+    from metalab.kg import resolve_model_class
+
+    with pytest.raises(ConfigError, match="not supported here"):
+        resolve_model_class(model)
+    with pytest.raises(UnknownNameError) as info:
+        resolve_model_class("complexliterall")
+    assert "complexliteral," not in str(info.value)
+
+
 def test_unknown_model_and_bad_config() -> None:
     from metalab.kg import resolve_model_class
 

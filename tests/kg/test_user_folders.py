@@ -184,3 +184,23 @@ def test_a_split_that_only_repeats_earlier_triples_has_no_hard_answers(tmp_path:
         graph, split="valid", per_structure=1, structures=["1p"], generator=torch.Generator()
     )
     assert len(queries) == 1
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_answer_and_link_evaluation_check_the_graph_against_the_model(tmp_path: Path) -> None:
+    """Other relation names would mislabel known/predicted edges; a moved folder is named."""
+    folder = write_graph_folder(tmp_path / "g")
+    model = tmp_path / "m"
+    result = _run("train", "--dataset", str(folder), "--epochs", "1", "--dim", "4",
+                  "--threads", "1", "--out", str(model), "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    renamed = write_graph_folder(tmp_path / "renamed")
+    for split in renamed.iterdir():
+        split.write_text(split.read_text().replace("\tq\t", "\tq2\t"))
+    answer = ["answer", "--model", str(model), "--explain", "--device", "cpu", "p(a, ?x)"]
+    for args in (answer, ["evaluate-links", str(model), "--device", "cpu"]):
+        _one_line_error(_run(*args, "--dataset", str(renamed)), "(other relations than model")
+    moved = folder.rename(tmp_path / "moved")
+    for args in (answer, ["evaluate-links", str(model), "--device", "cpu"]):
+        _one_line_error(_run(*args), f"graph folder {folder.resolve()} that model")
+        assert _run(*args, "--dataset", str(moved)).exit_code == 0

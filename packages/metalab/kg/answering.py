@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from metalab.core.errors import ConfigError
-from metalab.kg.explanations import ExplainedAtom, Explanation, explain
+from metalab.kg.explanations import ExplainedAtom, Explanation, NegatedGroup, Part, explain
 from metalab.kg.graphs import KnowledgeGraph
 from metalab.kg.predictors import LinkPredictor
 from metalab.kg.queries import structure_name
@@ -126,7 +126,21 @@ def format_answers(result: QueryAnswers, predictor: LinkPredictor) -> str:
             f"{v} = {predictor.entities.name(e)}" for v, e in ex.assignment.items()
         )
         lines.append(f"       {assignment}  (explanation score {ex.score:.4f})")
-        for atom in ex.atoms:
-            edge = "?" if atom.known is None else "known" if atom.known else "predicted"
-            lines.append(f"       {_atom_text(atom, predictor):<48} φ={atom.truth:.4f}  {edge}")
+        lines.extend(_part_lines(ex.parts, predictor, "       "))
     return "\n".join(lines)
+
+
+def _part_lines(parts: list[Part], predictor: LinkPredictor, indent: str) -> list[str]:
+    """Atoms one a line; ``¬`` over several atoms as one block worth ``1 − t(inner)``."""
+    lines = []
+    for part in parts:
+        if isinstance(part, NegatedGroup):
+            rebuilt = f"= 1 − {part.value:.4f} = {1 - part.value:.4f}"
+            lines.append(f"{indent}{'NOT (':<{55 - len(indent)}} {rebuilt}")
+            lines.extend(_part_lines(part.parts, predictor, indent + "  "))
+            lines.append(f"{indent})")
+            continue
+        edge = "?" if part.known is None else "known" if part.known else "predicted"
+        text = _atom_text(part, predictor)
+        lines.append(f"{indent}{text:<{55 - len(indent)}} φ={part.truth:.4f}  {edge}")
+    return lines

@@ -29,7 +29,12 @@ def kg() -> None:
 
 @kg.command("train")
 @click.option("--dataset", required=True, help=_DATASET_HELP)
-@click.option("--model", default="complex", show_default=True, help="any pykeen model name")
+@click.option(
+    "--model",
+    default="complex",
+    show_default=True,
+    help="a pykeen model that trains on plain triples (complex, distmult, rotate, tucker, ...)",
+)
 @click.option("--epochs", type=int, default=100, show_default=True)
 @click.option("--dim", type=int, default=200, show_default=True, help="embedding dimension (rank)")
 @click.option("--batch-size", type=int, default=500, show_default=True)
@@ -105,15 +110,12 @@ def evaluate_links(
     """Filtered link-prediction MRR/Hits of a saved MODEL (1p, both directions)."""
     from metalab.core.device import resolve_device
     from metalab.kg.evaluation import evaluate_link_prediction
-    from metalab.kg.graphs import load_graph
     from metalab.kg.training import load_link_predictor
+    from metalab.kg.workflows import model_graph
 
     predictor = load_link_predictor(model, device=resolve_device(device))
-    name = dataset or predictor.metadata.get("dataset_source", "")
-    name = name.removeprefix("pykeen:") if isinstance(name, str) else ""
-    if not name:
-        raise ConfigError(f"{model}: metadata names no dataset; pass --dataset")
-    metrics = evaluate_link_prediction(predictor, load_graph(name), split=split)
+    graph = model_graph(predictor, dataset, model)
+    metrics = evaluate_link_prediction(predictor, graph, split=split)
     click.echo(json.dumps(metrics) if as_json else _metrics_line(split, metrics))
 
 
@@ -241,20 +243,18 @@ def answer(
     """
     from metalab.core.device import resolve_device
     from metalab.kg.answering import answer_query, format_answers, known_edges
-    from metalab.kg.graphs import load_graph
     from metalab.kg.solvers import SolverConfig
     from metalab.kg.training import load_link_predictor
+    from metalab.kg.workflows import model_graph
 
     config = SolverConfig(solver=solver, k=beam_k, tnorm=tnorm, union=union)
     predictor = load_link_predictor(model, device=resolve_device(device))
     known = None
-    if explain_flag or dataset is not None:  # a --dataset is checked even when unused
-        name = dataset or str(predictor.metadata.get("dataset_source", "")).removeprefix("pykeen:")
-        graph = load_graph(name) if name else None
-        if graph is not None and graph.entities.names != predictor.entities.names:
-            raise ConfigError(f"dataset {name!r} has other entities than the model {model}")
+    has_source = bool(predictor.metadata.get("dataset_source"))
+    if dataset is not None or (explain_flag and has_source):  # --dataset is checked if unused
+        graph = model_graph(predictor, dataset, model)
         if explain_flag:
-            known = known_edges(graph) if graph is not None else None
+            known = known_edges(graph)
     result = answer_query(
         predictor, query, config, top=top, explain_answers=explain_flag, known=known
     )

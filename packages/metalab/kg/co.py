@@ -49,6 +49,7 @@ __all__ = ["disjuncts", "solve_co"]
 _TOL = 1e-9
 _CHUNK = 128  # queries optimized together (atoms on variables cost [chunk, chunk] scores)
 _MAX_DISJUNCTS = 64
+_SHADOW = -2  # last path index of a negation's own free target
 
 
 def disjuncts(query: Query) -> list[Query]:
@@ -84,6 +85,8 @@ class _Relaxed:
         self.t: TNorm = make_tnorm(config.tnorm)
         self.ent = predictor.entity_embeddings().detach()
         self.vars: dict[tuple[int, ...], Tensor] = {}
+        self.inner: dict[tuple[int, ...], Tensor] = {}  # un-negated value under each ``¬``
+        self.fitting = False  # while optimizing, each ``¬`` also scores its own free target
 
     def variable(self, path: tuple[int, ...], generator: torch.Generator) -> Tensor:
         if path not in self.vars:
@@ -120,7 +123,11 @@ class _Relaxed:
                 below_t = below_t[:, None]
             return self.t.tnorm(below_t, phi)
         if isinstance(first, Negation):
-            return negation(self.value([q.arg for q in nodes], (*path, 0), target, gen))  # type: ignore[union-attr]
+            args = [q.arg for q in nodes]  # type: ignore[union-attr]
+            if self.fitting and _binds_variables(first.arg):  # inner as its own query: _scopes
+                shadow = self.variable((*path, _SHADOW), gen)
+                self.inner[path] = self.value(args, (*path, 0), shadow, gen)
+            return negation(self.value(args, (*path, 0), target, gen))
         parts = [  # an intersection: unions were expanded into disjuncts
             self.value([q.args[i] for q in nodes], (*path, i), target, gen)  # type: ignore[union-attr]
             for i in range(len(first.args))  # type: ignore[union-attr]
@@ -136,23 +143,66 @@ class _Relaxed:
         return torch.diagonal(self.p.score_embeddings(head, rel, target))
 
 
+def _binds_variables(query: Query) -> bool:
+    """Whether ``query`` has variables of its own (a projection of a non-anchor)."""
+    if isinstance(query, Projection):
+        return not isinstance(query.arg, Anchor)
+    if isinstance(query, Negation):
+        return _binds_variables(query.arg)
+    return any(_binds_variables(arg) for arg in getattr(query, "args", ()))
+
+
+def _scopes(relaxed: _Relaxed) -> dict[tuple[int, ...] | None, list[tuple[int, ...]]]:
+    """Variable paths grouped by the negation whose ``∃`` binds them (``None``: the query's).
+
+    ``¬(∃y. φ(y, x))`` is ``1 − max_y φ(y, x)``: a variable inside a negated sub-formula must
+    make that *inner* formula true, not the whole objective (which would pick a ``y`` that
+    makes φ false and score every answer near 1). The nearest enclosing ``¬`` binds it, and
+    it is fitted to the inner formula with the negation's own free target (``_SHADOW``), as
+    if ``φ`` were a query of its own: then ``1 − φ`` is scored with CO's usual fixed ``y``
+    for every candidate, not a ``y`` fitted only to the relaxed answer.
+    """
+    groups: dict[tuple[int, ...] | None, list[tuple[int, ...]]] = defaultdict(list)
+    for var in relaxed.vars:
+        if var[-1] == _SHADOW:
+            groups[var[:-1]].append(var)
+            continue
+        enclosing = [p for p in relaxed.inner if len(var) > len(p) and var[: len(p) + 1] == (*p, 0)]
+        groups[max(enclosing, key=len) if enclosing else None].append(var)
+    return groups
+
+
 def _optimize(relaxed: _Relaxed, generator: torch.Generator) -> None:
+    """Ascend the objective for free variables and each negation's inner formula for its own.
+
+    A min-max: the answer and the positive part's variables maximize the whole objective,
+    while the variables local to ``¬(…)`` maximize the un-negated ``(…)`` (:func:`_scopes`).
+    """
     answer = relaxed.variable((-1,), generator)  # the answer variable
-    objective = relaxed.value(relaxed.nodes, (), answer, generator)  # creates every variable
+    relaxed.fitting = True
+    relaxed.value(relaxed.nodes, (), answer, generator)  # creates every variable
+    scopes = _scopes(relaxed)
     params = list(relaxed.vars.values())
     optimizer = torch.optim.Adam(params, lr=relaxed.c.co_lr)
     previous = float("inf")
     for _ in range(relaxed.c.co_steps):
+        relaxed.inner = {}
         objective = relaxed.value(relaxed.nodes, (), answer, generator)
-        n3 = sum(v.abs().pow(3).sum() for v in params)
-        loss = -objective.sum() + relaxed.c.co_regularizer * n3
-        grads = torch.autograd.grad(loss, params)
-        for param, grad in zip(params, grads, strict=True):
-            param.grad = grad
+        total = 0.0
+        for scope, paths in scopes.items():
+            own = [relaxed.vars[p] for p in paths]
+            goal = objective if scope is None else relaxed.inner[scope]
+            n3 = sum(v.abs().pow(3).sum() for v in own)
+            loss = -goal.sum() + relaxed.c.co_regularizer * n3
+            grads = torch.autograd.grad(loss, own, retain_graph=True)
+            for param, grad in zip(own, grads, strict=True):
+                param.grad = grad
+            total += float(loss.detach())
         optimizer.step()
-        if abs(previous - float(loss.detach())) <= _TOL:
+        if abs(previous - total) <= _TOL:
             break
-        previous = float(loss.detach())
+        previous = total
+    relaxed.fitting = False
 
 
 def solve_co(

@@ -8,10 +8,15 @@ recomputes the score from the atoms alone: each atom is scored on its own with
 :meth:`~metalab.kg.LinkPredictor.score_triples` and combined with the t-norm as the tree
 says, which reproduces :attr:`Explanation.score` exactly. The solver's ranking score uses
 batched scoring and agrees with it up to float round-off (≈1e-6).
+
+A negated sub-formula of several atoms, ``¬(A ∧ B)``, is worth ``1 − t(A, B)``, not a
+combination of ``1 − φ(A)`` and ``1 − φ(B)``, so :attr:`Explanation.parts` keeps it as one
+:class:`NegatedGroup` with its inner value: the score can be rebuilt from what is shown.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +27,14 @@ from metalab.kg.predictors import LinkPredictor
 from metalab.kg.solvers import NodeTrace, Solution, SolverConfig
 from metalab.kg.tnorms import make_tnorm
 
-__all__ = ["ExplainedAtom", "Explanation", "ExplanationNode", "explain", "rescore_explanation"]
+__all__ = [
+    "ExplainedAtom",
+    "Explanation",
+    "ExplanationNode",
+    "NegatedGroup",
+    "explain",
+    "rescore_explanation",
+]
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,17 @@ class ExplainedAtom:
     truth: float
     known: bool | None
     negated: bool
+
+
+@dataclass(frozen=True)
+class NegatedGroup:
+    """``¬(…)`` over several atoms: ``value`` is the un-negated inner truth, worth ``1 − value``."""
+
+    value: float
+    parts: list[ExplainedAtom | NegatedGroup]
+
+
+Part = ExplainedAtom | NegatedGroup
 
 
 @dataclass
@@ -58,26 +81,34 @@ class Explanation:
     assignment: dict[str, int]
     atoms: list[ExplainedAtom]
     tree: ExplanationNode
+    parts: list[Part] = field(default_factory=list)  # atoms, negated groups kept whole
 
     def to_json(self, predictor: LinkPredictor) -> dict[str, Any]:
-        """A JSON-able dict with entity and relation names."""
+        """A JSON-able dict with entity and relation names.
+
+        ``atoms`` lists atoms and, for ``¬`` over several atoms, ``{"negated": true, "value":
+        inner truth, "atoms": [...]}`` groups (the group counts ``1 − value``).
+        """
         ent, rel = predictor.entities, predictor.query_relations
+
+        def part(a: Part) -> dict[str, Any]:
+            if isinstance(a, NegatedGroup):
+                return {"negated": True, "value": a.value, "atoms": [part(p) for p in a.parts]}
+            return {
+                "head": ent.name(a.head),
+                "relation": rel.name(a.relation),
+                "tail": ent.name(a.tail),
+                "truth": a.truth,
+                "edge": "unknown" if a.known is None else "known" if a.known else "predicted",
+                "negated": a.negated,
+            }
+
         return {
             "answer": ent.name(self.answer),
             "score": self.score,
             "solver_score": self.solver_score,
             "assignment": {v: ent.name(e) for v, e in self.assignment.items()},
-            "atoms": [
-                {
-                    "head": ent.name(a.head),
-                    "relation": rel.name(a.relation),
-                    "tail": ent.name(a.tail),
-                    "truth": a.truth,
-                    "edge": "unknown" if a.known is None else "known" if a.known else "predicted",
-                    "negated": a.negated,
-                }
-                for a in self.atoms
-            ],
+            "atoms": [part(a) for a in self.parts],
         }
 
 
@@ -127,25 +158,39 @@ def _value(
     atoms: list[ExplainedAtom] | None,
     known: set[tuple[int, int, int]] | None,
     negated: bool = False,
+    parts: list[Part] | None = None,
 ) -> torch.Tensor:
-    """Truth value of ``node`` at its entity, from its atoms (appended to ``atoms``)."""
+    """Truth value of ``node`` at its entity, from its atoms (appended to ``atoms``).
+
+    ``parts`` receives the same atoms, with each ``¬`` over several atoms as one group.
+    """
     t = make_tnorm(config.tnorm)
     if node.node == "anchor":
         return torch.tensor(1.0)
     if node.node == "projection":
         child = node.children[0]
         assert node.relation is not None
-        below = _value(predictor, config, child, atoms, known, negated)
+        below = _value(predictor, config, child, atoms, known, negated, parts)
         phi = _truth(predictor, config, child.entity, node.relation, node.entity)
         if atoms is not None:
             edge = (child.entity, node.relation, node.entity)
-            atoms.append(
-                ExplainedAtom(*edge, phi, None if known is None else edge in known, negated)
-            )
+            is_known = None if known is None else edge in known
+            atoms.append(ExplainedAtom(*edge, phi, is_known, negated))
+            if parts is not None:
+                parts.append(ExplainedAtom(*edge, phi, is_known, False))
         return t.tnorm(below, torch.tensor(phi))
     if node.node == "not":
-        return 1.0 - _value(predictor, config, node.children[0], atoms, known, not negated)
-    values = [_value(predictor, config, c, atoms, known, negated) for c in node.children]
+        inner: list[Part] = []
+        value = _value(predictor, config, node.children[0], atoms, known, not negated, inner)
+        if parts is not None:
+            first = inner[0] if len(inner) == 1 else None  # ¬A alone stays one atom
+            parts.append(
+                dataclasses.replace(first, negated=True)
+                if isinstance(first, ExplainedAtom)
+                else NegatedGroup(float(value), inner)
+            )
+        return 1.0 - value
+    values = [_value(predictor, config, c, atoms, known, negated, parts) for c in node.children]
     out = values[0]
     for v in values[1:]:
         out = t.tnorm(out, v) if node.node == "and" else t.tconorm(out, v)
@@ -187,7 +232,8 @@ def explain(
     trace, row = solution.traces[query_index]
     tree = _build(trace, row, int(answer), (), dict(variables or {}))
     atoms: list[ExplainedAtom] = []
-    score = float(_value(predictor, solution.config, tree, atoms, known))
+    parts: list[Part] = []
+    score = float(_value(predictor, solution.config, tree, atoms, known, parts=parts))
     assignment: dict[str, int] = {}
     _assign(tree, (), variables or {}, assignment)
     return Explanation(
@@ -197,6 +243,7 @@ def explain(
         assignment,
         atoms,
         tree,
+        parts,
     )
 
 

@@ -197,8 +197,15 @@ def _split_file(folder: Path, split: str) -> Path:
         )
     if found:
         return found[0]
+    folders = [folder / f"{split}{suffix}" for suffix in _FILE_SUFFIXES]
+    for path in folders:
+        if path.is_dir():
+            raise GraphFileError(
+                f"{os.fspath(path)}: is a directory; the {split} split must be a triples file"
+            )
+    names = " or ".join(path.name for path in folders)
     raise GraphFileError(
-        f"{os.fspath(folder / (split + '.txt'))}: file not found "
+        f"{os.fspath(folder)}: no {names} found "
         f"(a graph folder needs train, valid and test .txt or .tsv files)"
     )
 

@@ -77,14 +77,54 @@ class PredictorConfig:
             raise ConfigError(f"init_std must be > 0 or None, got {self.init_std}")
 
 
+# pykeen models that need more than the (head, relation, tail) ids of a KGInfo: they would
+# fail with a traceback when built or trained here, so they are refused by name with why.
+UNSUPPORTED_MODELS = {
+    "complexliteral": "needs numeric literals besides triples",
+    "distmultliteral": "needs numeric literals besides triples",
+    "distmultliteralgated": "needs numeric literals besides triples",
+    "compgcn": "needs the training graph's triples inside the model (message passing)",
+    "rgcn": "needs the training graph's triples inside the model (message passing)",
+    "nodepiece": "needs the training graph's triples to tokenize entities",
+    "inductivenodepiece": "needs separate inductive training/inference graphs",
+    "inductivenodepiecegnn": "needs separate inductive training/inference graphs",
+    "cooccurrencefiltered": "wraps another model and needs the training triples",
+    "fixed": "is pykeen's parameter-free test fixture, not a trainable link predictor",
+}
+
+
+def supported_models() -> list[str]:
+    """The pykeen model names that train on plain triples here (all but the unsupported)."""
+    from pykeen.models import model_resolver
+
+    return sorted(set(model_resolver.options) - set(UNSUPPORTED_MODELS))
+
+
 def resolve_model_class(name: str) -> type:
-    """The pykeen model class for ``name`` (any spelling pykeen's resolver accepts)."""
+    """The pykeen model class for ``name`` (any spelling pykeen's resolver accepts).
+
+    Raises:
+        ConfigError: a pykeen model that needs inputs other than triples.
+        UnknownNameError: no such pykeen model (the supported ones are listed).
+    """
     from pykeen.models import model_resolver
 
     try:
-        return model_resolver.lookup(name)
+        cls = model_resolver.lookup(name)
     except (KeyError, ValueError):
-        raise UnknownNameError("pykeen model", name, sorted(model_resolver.options)) from None
+        raise UnknownNameError("pykeen model", name, supported_models()) from None
+    key = model_resolver.normalize_cls(cls)
+    if key in UNSUPPORTED_MODELS:
+        raise ConfigError(
+            f"pykeen model {name!r} {UNSUPPORTED_MODELS[key]}; not supported here "
+            "(use complex, distmult, rotate, tucker, ...)"
+        )
+    return cls
+
+
+def _normal_init(tensor: torch.Tensor, *, std: float, **_model_defaults: Any) -> torch.Tensor:
+    """N(0, std²) init; ignores the keyword arguments a model passes to its own default init."""
+    return torch.nn.init.normal_(tensor, std=std)
 
 
 def build_pykeen_model(
@@ -114,7 +154,7 @@ def build_pykeen_model(
     accepted = set(inspect.signature(cls.__init__).parameters)  # type: ignore[misc]
     kwargs: dict[str, Any] = {"embedding_dim": config.dim}
     if config.init_std is not None:
-        init = functools.partial(torch.nn.init.normal_, std=config.init_std)
+        init = functools.partial(_normal_init, std=config.init_std)
         kwargs.update(
             {k: init for k in ("entity_initializer", "relation_initializer") if k in accepted}
         )

@@ -30,6 +30,7 @@ the checks of what CQD cannot answer (no variable, cycles) are in :mod:`.query_s
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from metalab.core.errors import closest_names
@@ -46,6 +47,7 @@ from metalab.kg.query_syntax import (
     check_variables,
     default_answer,
     flat_literals,
+    quoted_name,
     variables_of,
 )
 
@@ -183,9 +185,22 @@ class _Parser:
     def lookup(self, token: _Token, vocabulary: Vocabulary) -> int:
         if token.text in vocabulary:
             return vocabulary.id(token.text)
-        close = closest_names(token.text, vocabulary.names)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        close = _suggestions(token.text, vocabulary.names)
+        shown = [quoted_name(name) or name for name in close]
+        quoted = any(s != n for s, n in zip(shown, close, strict=True))
+        quote = " (quote names with spaces)" if quoted else ""
+        hint = f"; did you mean {', '.join(shown)}{quote}?" if close else ""
         raise self.error(f"unknown {vocabulary.kind} {token.text!r}{hint}", token)
+
+
+def _suggestions(text: str, names: Sequence[str]) -> list[str]:
+    """Up to 3 names close to ``text``: same name in other case first, then close spellings."""
+    folded: dict[str, list[str]] = {}
+    for name in names:
+        folded.setdefault(name.lower(), []).append(name)
+    same = folded.get(text.lower(), [])
+    near = [n for key in closest_names(text.lower(), folded) for n in folded[key]]
+    return list(dict.fromkeys(same + closest_names(text, names) + near))[:3]
 
 
 def parse_query(text: str, entities: Vocabulary, relations: Vocabulary) -> ParsedQuery:

@@ -27,6 +27,7 @@ __all__ = [
     "check_variables",
     "default_answer",
     "flat_literals",
+    "quoted_name",
     "variables_of",
 ]
 
@@ -95,8 +96,8 @@ def check_variables(
     ground = [a for a in atoms if not isinstance(a.subject, str) and not isinstance(a.object, str)]
     if len(ground) == len(atoms):
         first = atoms[0]
-        relation = _quoted(relations.names[first.relation])
-        anchor = _quoted(entities.names[int(first.subject)])
+        relation = quoted_name(relations.names[first.relation])
+        anchor = quoted_name(entities.names[int(first.subject)])
         example = f", e.g. {relation}({anchor}, ?x)" if relation and anchor else ""
         raise QuerySyntaxError(
             f"query has no variable; put one where the answers go{example}"
@@ -113,7 +114,7 @@ def check_variables(
         )
 
 
-def _quoted(name: str) -> str:
+def quoted_name(name: str) -> str:
     """``name`` as the tokenizer reads it back: bare, in '…' or "…" (it has no escapes).
 
     A name holding both quote characters cannot be written in a query: ``""``.

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from metalab.core.checkpoint import atomic_write_bytes, atomic_write_json
-from metalab.core.errors import MetalabError
+from metalab.core.errors import ConfigError, MetalabError
 from metalab.kg.generation import GroundedQuery
 from metalab.kg.graphs import INVERSE_SUFFIX, SPLITS, Vocabulary
 from metalab.kg.queries import QueryFormatError, query_from_json, query_to_json, structure_name
@@ -46,6 +46,7 @@ from metalab.kg.queries import QueryFormatError, query_from_json, query_to_json,
 __all__ = [
     "QUERY_SET_FORMAT",
     "QuerySet",
+    "check_output_folder",
     "format_stats_table",
     "load_query_set",
     "query_set_stats",
@@ -82,9 +83,20 @@ def _query_relations(base: Vocabulary) -> Vocabulary:
 def save_query_set(
     query_set: QuerySet, folder: str | os.PathLike[str], *, base_relations: Vocabulary
 ) -> Path:
-    """Write ``query_set`` in the documented format (see the module docstring)."""
+    """Write ``query_set`` in the documented format (see the module docstring).
+
+    An earlier query set in ``folder`` is replaced (as ``kg train --out`` replaces a model),
+    and its split files that the new set lacks are removed, so no reader picks up a stale
+    ``valid.jsonl``. A non-empty folder that is not a query set is refused, never emptied.
+
+    Raises:
+        ConfigError: ``folder`` is a file, or a non-empty folder that is not a query set.
+    """
     path = Path(folder)
+    check_output_folder(path)
     path.mkdir(parents=True, exist_ok=True)
+    for stale in set(SPLITS) - set(query_set.splits):
+        (path / f"{stale}.jsonl").unlink(missing_ok=True)
     ent, rel = query_set.entities, query_set.relations
     for split, queries in query_set.splits.items():
         lines = [
@@ -109,6 +121,23 @@ def save_query_set(
     )
     atomic_write_bytes(path / "README.md", _readme().encode())
     return path
+
+
+def check_output_folder(path: Path) -> None:
+    """Refuse an output that is a file, or a non-empty folder that is not a query set."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{os.fspath(path)}: exists and is not a folder; choose another --out")
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != QUERY_SET_FORMAT:
+        raise ConfigError(
+            f"{os.fspath(path)}: folder is not empty and holds no metalab query set "
+            "(meta.json); choose a new or empty --out"
+        )
 
 
 def _readme() -> str:
@@ -163,11 +192,17 @@ def _load_ours(path: Path) -> QuerySet:
         relations = _query_relations(Vocabulary.from_json(vocab["relations"], kind="relation"))
     except (KeyError, TypeError, MetalabError) as exc:
         raise MetalabError(f"{os.fspath(path / 'vocab.json')}: {exc}") from None
-    splits = {
-        s: _read_split(path / f"{s}.jsonl", entities, relations)
-        for s in SPLITS
-        if (path / f"{s}.jsonl").is_file()
-    }
+    counts = meta.get("counts")
+    if isinstance(counts, dict):  # only the splits meta.json lists: others may be stale
+        listed = [s for s in SPLITS if s in counts]
+    else:
+        listed = [s for s in SPLITS if (path / f"{s}.jsonl").is_file()]
+    splits = {}
+    for split in listed:
+        file = path / f"{split}.jsonl"
+        if not file.is_file():
+            raise MetalabError(f"{os.fspath(file)}: file not found (meta.json lists {split})")
+        splits[split] = _read_split(file, entities, relations)
     return QuerySet(entities, relations, splits, meta)
 
 

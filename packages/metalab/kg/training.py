@@ -114,6 +114,11 @@ def _run_training(
                 f"batch_size {config.batch_size} leaves no full training batch for "
                 f"{config.model} (it drops incomplete batches); use a smaller batch size"
             ) from None
+        except RuntimeError as exc:  # e.g. ConvE's kernel larger than a small --dim's image
+            raise ConfigError(
+                f"training pykeen model {config.model!r} failed: {first_line(exc)} "
+                "(check --dim and --batch-size for this model)"
+            ) from None
     return [float(x) for x in losses or []]
 
 

@@ -166,7 +166,9 @@ def _read_utf8(file: Path) -> str:
         data = file.read_bytes()
     except FileNotFoundError:
         raise GraphFileError(f"{os.fspath(file)}: file not found") from None
-    except (IsADirectoryError, PermissionError) as exc:
+    except IsADirectoryError:
+        raise GraphFileError(f"{os.fspath(file)}: is a directory, not a triples file") from None
+    except PermissionError as exc:
         raise GraphFileError(f"{os.fspath(file)}: cannot read ({type(exc).__name__})") from None
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise GraphFileError(f"{os.fspath(file)}: file is UTF-16; save it as UTF-8")
