@@ -78,6 +78,7 @@ def one_step(model, opt, x, y, **step_kwargs):
     opt.zero_grad()
     loss = F.cross_entropy(model(x), y)
     loss.backward()
+    step_kwargs.setdefault("loss", loss.detach())  # the hierarchical arch requires one
     opt.step(**step_kwargs)
     return loss
 

@@ -111,6 +111,45 @@ def test_works_without_validation_or_any_loss():
     assert torch.equal(state["val_seen"], torch.zeros(2))
 
 
+def test_non_finite_training_loss_keeps_the_previous_loss_statistics():
+    """A NaN/inf training loss used to make every parameter NaN within 3 steps, silently.
+
+    Masked without a device sync: that step is the step fed the running loss, and the
+    loss references stay as they were.
+    """
+    arch = HierarchicalArch(context_scale=1.0)
+    params, grads, t, losses = _inputs(3)
+    theta = _theta(arch, 3)
+    params, state = _run(arch, theta, params, grads, t, losses)
+    bad = losses._replace(train=torch.tensor([float("nan"), float("inf"), 0.8]))
+    new, new_state = arch.step(theta, params, grads, state, t + 3, SEGMENTS, bad)
+    stand_in = losses._replace(train=torch.cat([state["train_ema"][:2], torch.tensor([0.8])]))
+    expected, expected_state = arch.step(theta, params, grads, state, t + 3, SEGMENTS, stand_in)
+    assert torch.isfinite(new).all() and torch.equal(new, expected)
+    for key in ("train_init", "train_ema", "train_seen"):
+        assert torch.allclose(new_state[key], expected_state[key])
+        assert torch.allclose(new_state[key][:2], state[key][:2])
+    for _ in range(3):  # repeated bad steps, then a finite one: all finite
+        new, new_state = arch.step(theta, new, grads, new_state, t + 4, SEGMENTS, bad)
+    new, _ = arch.step(theta, new, grads, new_state, t + 7, SEGMENTS, losses)
+    assert torch.isfinite(new).all()
+
+
+def test_non_finite_loss_before_any_finite_one_and_non_finite_validation_loss():
+    arch = HierarchicalArch(context_scale=1.0)
+    params, grads, t, losses = _inputs(2)
+    theta = _theta(arch, 2)
+    state = arch.init_state(params, SEGMENTS)
+    nan = torch.full((2,), float("nan"))
+    new, after = arch.step(theta, params, grads, state, t, SEGMENTS, losses._replace(train=nan))
+    assert torch.isfinite(new).all()
+    assert torch.equal(after["train_seen"], torch.zeros(2))  # the first finite loss sets them
+    no_val, _ = arch.step(theta, params, grads, state, t, SEGMENTS, losses._replace(val=None))
+    bad_val, after = arch.step(theta, params, grads, state, t, SEGMENTS, losses._replace(val=nan))
+    assert torch.equal(bad_val, no_val)  # a NaN validation loss counts as none
+    assert torch.equal(after["val_seen"], torch.zeros(2))
+
+
 def test_batched_equals_per_particle_loop():
     arch = HierarchicalArch(lstm=16)
     params, grads, t, losses = _inputs(4)

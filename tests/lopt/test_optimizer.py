@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import warnings
 from pathlib import Path
 
@@ -108,13 +109,51 @@ def test_params_without_grad_are_skipped_and_groups_work():
 
 
 def test_step_without_closure_and_loss():
+    """Fine for an arch that ignores the loss; refused for one that conditions on it."""
     x, y = cancer()
     model = mlp()
-    opt = hier_opt(model.parameters())
+    opt = mlp_opt(model.parameters())
     for _ in range(2):
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         assert opt.step() is None
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    opt = hier_opt(model.parameters())
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ConfigError, match="conditions on the training loss") as err:
+        opt.step()
+    assert "step(loss=...)" in str(err.value) and "\n" not in str(err.value)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -math.inf])
+@pytest.mark.parametrize("make", [hier_opt, mlp_opt], ids=["hierarchical", "mlp"])
+def test_non_finite_float_loss_is_refused(make, bad):
+    """As ``val_loss`` is: checking a Python number costs nothing."""
+    x, y = cancer()
+    model = mlp()
+    opt = make(model.parameters())
+    one_step(model, opt, x, y)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ConfigError, match="training loss must be a finite number") as err:
+        opt.step(loss=bad)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="training loss must be a finite number"):
+        opt.step(lambda: bad)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+def test_non_finite_tensor_loss_does_not_poison_the_hierarchical_optimizer():
+    """Used to make every parameter NaN within 3 steps; masked in the arch (no sync)."""
+    x, y = cancer()
+    model = mlp()
+    opt = hier_opt(model.parameters())
+    one_step(model, opt, x, y)
+    for bad in (float("nan"), float("inf"), float("nan")):
+        one_step(model, opt, x, y, loss=torch.tensor(bad))
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+    losses = [float(one_step(model, opt, x, y).detach()) for _ in range(3)]
+    assert all(math.isfinite(v) for v in losses)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 

@@ -15,7 +15,14 @@ Feeding the validation loss lets the optimizer regularize (Metz 2020, Sec. 4.3);
 meta-training system feeds the real validation loss through
 :class:`~metalab.lopt.interfaces.LossFeatures`. When ``losses.val`` is ``None`` (e.g. a
 user's training loop without validation) the validation features are 0 and the "val
-available" flag is 0; when ``losses`` is ``None`` the training-loss features are 0 too.
+available" flag is 0; when ``losses`` is ``None`` the training-loss features are 0 too
+(an input meta-training never shows, so ``LearnedOptimizer`` refuses a step without a
+loss for this arch: :attr:`HierarchicalArch.uses_training_loss`).
+
+Non-finite losses never reach the LSTM, without reading them back (no device sync): a
+particle's NaN/inf training loss is replaced by its running loss, so that step sees the
+previous loss statistics and leaves them unchanged (before any finite loss: the features
+of a first step); a NaN/inf validation loss counts as "no validation loss" for that step.
 
 All per-tensor reductions are segment ops (``index_add`` / ``index_select``): no Python
 loop over tensors, parameters or particles. The context head starts small
@@ -104,6 +111,7 @@ class HierarchicalArch(OptimizerArch):
     """
 
     name = "hierarchical"
+    uses_training_loss = True
     state_grad_powers = MappingProxyType({"moments": 1})
 
     def __init__(
@@ -246,31 +254,42 @@ def _loss_features(
 
     Features: log(train / first train), log(train / running train), log(val / train),
     log(val / first val), val available, train available. Missing losses give zeros and
-    leave their references untouched.
+    leave their references untouched; non-finite ones are masked per particle with
+    ``torch.where`` (see the module docstring), so NaN/inf never enters the LSTM.
     """
     keys = ("train_init", "train_ema", "val_init", "train_seen", "val_seen")
     ref = {k: state[k] for k in keys}
-    zeros = params.new_zeros(params.shape[0])
+    zeros, ones = params.new_zeros(params.shape[0]), params.new_ones(params.shape[0])
     if losses is None:
         return torch.stack([zeros] * NUM_LOSS_FEATURES, dim=-1), ref
     seen = ref["train_seen"] > 0
-    train = losses.train.to(params.dtype).reshape(-1).expand_as(zeros)
+    raw = losses.train.to(params.dtype).reshape(-1).expand_as(zeros)
+    finite = torch.isfinite(raw)
+    # stand-in for a non-finite loss: the running loss (f_ema = 0, references kept)
+    train = torch.where(finite, raw, torch.where(seen, ref["train_ema"], ones))
     train_init = torch.where(seen, ref["train_init"], train)
     train_ema = torch.where(seen, ref["train_ema"], train)
     ref.update(
         train_init=train_init,
         train_ema=_EMA * train_ema + (1.0 - _EMA) * train,
-        train_seen=torch.ones_like(zeros),
+        train_seen=(seen | finite).to(zeros.dtype),
     )
     f_init, f_ema = _log_ratio(train, train_init), _log_ratio(train, train_ema)
     if losses.val is None:
-        feats = [f_init, f_ema, zeros, zeros, zeros, torch.ones_like(zeros)]
+        feats = [f_init, f_ema, zeros, zeros, zeros, ones]
         return torch.stack(feats, dim=-1), ref
-    val = losses.val.to(params.dtype).reshape(-1).expand_as(zeros)
-    val_init = torch.where(ref["val_seen"] > 0, ref["val_init"], val)
-    ref.update(val_init=val_init, val_seen=torch.ones_like(zeros))
-    gap, f_val = _log_ratio(val, train), _log_ratio(val, val_init)
-    feats = [f_init, f_ema, gap, f_val, torch.ones_like(zeros), torch.ones_like(zeros)]
+    raw_val = losses.val.to(params.dtype).reshape(-1).expand_as(zeros)
+    has_val = torch.isfinite(raw_val)
+    val = torch.where(has_val, raw_val, ones)
+    val_seen = ref["val_seen"] > 0
+    val_init = torch.where(val_seen, ref["val_init"], val)
+    ref.update(
+        val_init=torch.where(has_val, val_init, ref["val_init"]),
+        val_seen=(val_seen | has_val).to(zeros.dtype),
+    )
+    gap = torch.where(has_val & (seen | finite), _log_ratio(val, train), zeros)
+    f_val = torch.where(has_val, _log_ratio(val, val_init), zeros)
+    feats = [f_init, f_ema, gap, f_val, has_val.to(zeros.dtype), ones]
     return torch.stack(feats, dim=-1), ref
 
 

@@ -91,11 +91,15 @@ class OptimizerArch(ABC):
             listed is one they must not carry.
         uses_validation_loss: whether :meth:`step` reads ``losses.val`` (callers skip the
             validation pass for archs that ignore it).
+        uses_training_loss: whether :meth:`step` conditions on ``losses.train``, so that
+            ``LearnedOptimizer.step`` refuses to run it without a loss (its ``losses=None``
+            inputs were never seen in meta-training).
     """
 
     name: str = ""
     state_grad_powers: ClassVar[Mapping[str, int]] = MappingProxyType({})
     uses_validation_loss: bool = True
+    uses_training_loss: bool = False
 
     @property
     @abstractmethod

@@ -7,7 +7,9 @@ gradients into one ``[1, N]`` vector (tensor layout in :class:`Segments`), calls
 architecture's batched ``step`` with one particle and writes the result back in place.
 
 Loss features (Metz 2020's hierarchical optimizer reads them; others ignore them): the
-training loss is the closure's return value (or ``step(loss=...)``); the validation loss
+training loss is the closure's return value (or ``step(loss=...)``), required by the
+hierarchical optimizer; a NaN/inf one is refused as a Python number and masked as a
+tensor (no device sync; see :mod:`~metalab.lopt.arch_hierarchical`). The validation loss
 is fed with :meth:`LearnedOptimizer.observe_validation_loss` (or ``step(val_loss=...)``)
 and is used until the next one — meta-training feeds it at every step, so feed it as
 often as you can when using the hierarchical optimizer.
@@ -55,12 +57,13 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from metalab.core.errors import ConfigError
 from metalab.lopt.interfaces import LossFeatures, OptimizerArch
 from metalab.lopt.optimizer_args import (
     GroupChecks,
+    check_grad,
     check_lr,
     check_rates,
+    check_train_loss,
     check_val_loss,
     check_weight_decay,
     one_number,
@@ -108,7 +111,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
             or non-finite ``lr``/``weight_decay``, ``lr · weight_decay >= 1``, a
             ``val_loss`` that is not ``None`` or a finite number, another optimizer's
             option in a group, sparse or complex gradients; at ``step``, a loss that is
-            not one number (and any of the group checks, for groups changed since).
+            not one number or is a non-finite Python number, no loss for an arch that
+            reads it (and any of the group checks, for groups changed since).
         UnknownNameError: an ``arch`` name that is not registered (with suggestions).
 
     A NaN/inf in one gradient entry makes the whole tensor's update NaN, not only that
@@ -215,9 +219,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 result = closure()
-        train = loss if loss is not None else result
-        if train is not None:  # refused before any parameter changes
-            train = one_number(train, "the training loss")
+        # refused before any parameter changes
+        train = check_train_loss(loss if loss is not None else result, self.arch)
         if val_loss is not None:
             self.observe_validation_loss(val_loss)
         rates = [self._checks(group, self.defaults) for group in self.param_groups]
@@ -226,7 +229,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 active = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
                 by_device: dict[torch.device, list[Tensor]] = {}
                 for p in active:
-                    _check_grad(p)
+                    check_grad(p)
                     by_device.setdefault(p.device, []).append(p)
                 time = _group_time(group, self.state)  # one clock for all devices
                 for params in by_device.values():
@@ -367,15 +370,6 @@ def _group_time(group: dict[str, Any], state: Mapping[Tensor, Any]) -> Tensor:
     """The group's training time: the largest step count of its parameters, on any device."""
     steps = [state[p]["step"].cpu() for p in group["params"] if "step" in state.get(p, {})]
     return torch.stack(steps).max() if steps else torch.tensor(0.0, dtype=_DTYPE)
-
-
-def _check_grad(p: Tensor) -> None:
-    grad = p.grad
-    assert grad is not None
-    if grad.is_sparse:
-        raise ConfigError("LearnedOptimizer does not support sparse gradients")
-    if p.is_complex():
-        raise ConfigError("LearnedOptimizer does not support complex parameters")
 
 
 def _write_back(params: list[Tensor], new: tuple[Tensor, ...], old: tuple[Tensor, ...]) -> None:

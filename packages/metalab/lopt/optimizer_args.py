@@ -29,9 +29,11 @@ __all__ = [
     "FOREIGN_OPTIONS",
     "GROUP_OPTIONS",
     "GroupChecks",
+    "check_grad",
     "check_group_keys",
     "check_lr",
     "check_rates",
+    "check_train_loss",
     "check_val_loss",
     "check_weight_decay",
     "one_number",
@@ -103,6 +105,36 @@ def check_rates(lr: float, weight_decay: float) -> None:
             "every parameter or flip its sign each step; weight_decay is the fraction removed "
             "per step at lr 1 (AdamW's converts as weight_decay * lr, e.g. 0.01 * 1e-3 = 1e-5)"
         )
+
+
+def check_grad(p: Tensor) -> None:
+    """Refuse what the flat ``[1, N]`` float32 layout cannot hold: sparse/complex gradients."""
+    grad = p.grad
+    assert grad is not None
+    if grad.is_sparse:
+        raise ConfigError("LearnedOptimizer does not support sparse gradients")
+    if p.is_complex():
+        raise ConfigError("LearnedOptimizer does not support complex parameters")
+
+
+def check_train_loss(value: Any, arch: OptimizerArch) -> Tensor | float | None:
+    """The step's training loss: one number, finite if a Python number, present if needed.
+
+    A Python number is checked for free; a tensor is not read back (a device sync per
+    step): an arch that reads the loss masks a non-finite one itself (the hierarchical
+    arch keeps its previous loss statistics), and the others ignore it.
+    """
+    if value is None:
+        if arch.uses_training_loss:
+            raise ConfigError(
+                f"the '{arch.name}' learned optimizer conditions on the training loss: "
+                "pass step(loss=...) or a closure that returns the loss"
+            )
+        return None
+    value = one_number(value, "the training loss")
+    if not isinstance(value, Tensor) and not math.isfinite(value):
+        raise ConfigError(f"LearnedOptimizer training loss must be a finite number, got {value!r}")
+    return value
 
 
 def check_val_loss(value: Any) -> float | None:
