@@ -25,7 +25,14 @@ from metalab.core.lazy import lazy_exports
 _EXPORTS = {
     "arch": ["build_model", "describe_model", "load_model", "save_model"],
     "graph": ["GrowthRefused"],
-    "grow": ["GrowOutcome", "grow_file", "grow_model", "parse_widen"],
+    "grow": [
+        "GrowOutcome",
+        "LayerOptions",
+        "grow_file",
+        "grow_model",
+        "layer_options",
+        "parse_widen",
+    ],
     "models": ["Residual", "mlp", "residual_cnn", "small_cnn"],
     "ops": [
         "identity_batchnorm",
@@ -44,6 +51,7 @@ __all__ = [
     "GrowOutcome",
     "GrowthRefused",
     "GrowthReport",
+    "LayerOptions",
     "ParamChange",
     "Residual",
     "build_model",
@@ -54,6 +62,7 @@ __all__ = [
     "identity_batchnorm",
     "identity_conv2d",
     "identity_linear",
+    "layer_options",
     "load_model",
     "mlp",
     "parse_widen",
@@ -74,7 +83,14 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
     from metalab.net2net.arch import build_model, describe_model, load_model, save_model
     from metalab.net2net.graph import GrowthRefused
-    from metalab.net2net.grow import GrowOutcome, grow_file, grow_model, parse_widen
+    from metalab.net2net.grow import (
+        GrowOutcome,
+        LayerOptions,
+        grow_file,
+        grow_model,
+        layer_options,
+        parse_widen,
+    )
     from metalab.net2net.models import Residual, mlp, residual_cnn, small_cnn
     from metalab.net2net.ops import (
         identity_batchnorm,

@@ -86,7 +86,8 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
     """The JSON-able architecture of ``model`` (whitelisted layers, Sequential, Residual).
 
     Raises:
-        MetalabError: a module type outside the whitelist.
+        MetalabError: a module type outside the whitelist (a custom ``nn.Module`` subclass
+            included: its forward is code, which the format never stores).
     """
     if isinstance(model, Residual):
         return {
@@ -102,8 +103,10 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
     name = type(model).__name__
     if name not in _LAYERS or type(model) is not _LAYERS[name][0]:
         raise MetalabError(
-            f"cannot describe a {name} in the net2net model format; supported: Sequential, "
-            f"Residual, {', '.join(_LAYERS)}"
+            f"cannot describe a {name} in the net2net model format: the file format (and so "
+            "the `metalab net2net` CLI) holds nn.Sequential models (with Residual blocks) of "
+            f"the layers {', '.join(_LAYERS)}; grow a custom module with the Python API "
+            "(metalab.net2net.widen / deepen) directly"
         )
     return {"type": name, "args": _LAYERS[name][1](model)}
 

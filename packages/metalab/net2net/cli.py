@@ -98,15 +98,23 @@ def grow(
 @net2net.command("describe")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 def describe(checkpoint: str) -> None:
-    """List the layers of a model file (those --widen and --deepen-after accept)."""
-    from torch import nn
+    """List a model file's layers and which of --widen / --deepen-after accepts each.
 
+    A layer neither accepts (the output layer, one before a residual sum) says why.
+    """
     from metalab.net2net.arch import load_model
+    from metalab.net2net.grow import layer_options
 
     model, shape = load_model(checkpoint)
     click.echo(f"input shape {shape}; {sum(p.numel() for p in model.parameters())} parameters")
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            click.echo(f"  {name}: Linear {module.in_features} -> {module.out_features}")
-        elif isinstance(module, nn.Conv2d):
-            click.echo(f"  {name}: Conv2d {module.in_channels} -> {module.out_channels} channels")
+    for layer in layer_options(model):
+        accepted = [
+            flag
+            for flag, refusal in (("--widen", layer.widen), ("--deepen-after", layer.deepen))
+            if refusal is None
+        ]
+        if accepted:
+            click.echo(f"  {layer.name}: {layer.kind}; accepts {', '.join(accepted)}")
+        else:
+            why = str(layer.widen).partition(";")[0]
+            click.echo(f"  {layer.name}: {layer.kind}; accepts neither ({why})")

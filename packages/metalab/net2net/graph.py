@@ -276,8 +276,9 @@ def plan_deepen(model: nn.Module, after: str) -> DeepenSite:
     Raises:
         UnknownNameError: no such layer.
         GrowthRefused: no activation follows, the activation is not idempotent
-            (``phi(I phi(v)) != phi(v)``, e.g. tanh, sigmoid, GELU, leaky ReLU), or the
-            output of the layer branches before its activation.
+            (``phi(I phi(v)) != phi(v)``, e.g. tanh, sigmoid, GELU, leaky ReLU), the
+            output of the layer branches before its activation, or the forward reads a
+            tensor of the module that would be wrapped.
     """
     graph = trace(model)
     modules = dict(model.named_modules())
@@ -294,7 +295,9 @@ def plan_deepen(model: nn.Module, after: str) -> DeepenSite:
         module = modules.get(str(user.target)) if user.op == "call_module" else None
         activation = _activation_of(user, module, after)
         if activation is not None:
-            return _site(graph, modules, after, user, module, activation, batchnorm)
+            site = _site(graph, modules, after, user, module, activation, batchnorm)
+            _check_no_attribute_reads(graph, site.wrap)
+            return site
         if not isinstance(module, _CHAIN_MODULES):
             raise GrowthRefused(
                 f"{after!r} reaches {describe(user)} before any activation; Net2DeeperNet "
@@ -303,6 +306,22 @@ def plan_deepen(model: nn.Module, after: str) -> DeepenSite:
         if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
             batchnorm = str(user.target)
         node = user
+
+
+def _check_no_attribute_reads(graph: fx.Graph, wrap: str) -> None:
+    """Refuse to wrap a module whose tensors the forward reads directly (tied weights).
+
+    ``self.c1.weight`` in the forward would meet the ``Sequential`` that replaces ``c1``,
+    which has no ``weight``, and the grown model would fail with an AttributeError.
+    """
+    for node in graph.nodes:
+        if node.op == "get_attr" and str(node.target).startswith(f"{wrap}."):
+            raise GrowthRefused(
+                f"the forward reads {node.target!r} directly, but Net2DeeperNet replaces "
+                f"{wrap!r} by a Sequential holding it and the new layer, which has no such "
+                f"attribute; follow {wrap!r} with an activation module (nn.ReLU), which is then "
+                "wrapped instead"
+            )
 
 
 def _activation_of(user: fx.Node, module: nn.Module | None, after: str) -> nn.Module | None:

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from metalab.core.errors import ConfigError, first_line
+from metalab.core.errors import ConfigError, MetalabError, first_line
 from metalab.net2net.arch import load_model, save_model
+from metalab.net2net.graph import plan_deepen, plan_widen
 from metalab.net2net.ops import NoiseKind
 from metalab.net2net.report import GrowthReport, check_on_example, eval_mode
 from metalab.net2net.transforms import deepen, widen
 
-__all__ = ["GrowOutcome", "grow_file", "grow_model", "parse_widen"]
+__all__ = ["GrowOutcome", "LayerOptions", "grow_file", "grow_model", "layer_options", "parse_widen"]
 
 
 @dataclass
@@ -28,6 +29,51 @@ class GrowOutcome:
     error: float = 0.0
     error_float64: float = 0.0
     samples: int = 0
+
+
+@dataclass(frozen=True)
+class LayerOptions:
+    """A Linear/Conv2d layer and whether ``widen``/``deepen`` accept it (``None``) or why not."""
+
+    name: str
+    kind: str
+    widen: str | None
+    deepen: str | None
+
+
+def layer_options(model: nn.Module) -> list[LayerOptions]:
+    """Each Linear/Conv2d of ``model`` with the reason each growth refuses it, if any.
+
+    Listing every such layer as growable would send users to the output layer (or one
+    before a residual sum), which both operations then refuse; asking the planners is the
+    only way to know.
+    """
+    options = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            kind = f"Linear {module.in_features} -> {module.out_features}"
+        elif isinstance(module, nn.Conv2d):
+            kind = f"Conv2d {module.in_channels} -> {module.out_channels} channels"
+        else:
+            continue
+        options.append(LayerOptions(name, kind, _widen_refusal(model, name), _refusal(model, name)))
+    return options
+
+
+def _widen_refusal(model: nn.Module, name: str) -> str | None:
+    try:
+        plan = plan_widen(model, name)
+    except MetalabError as exc:
+        return first_line(exc)
+    return None if plan.consumers else "its units reach no Linear/Conv2d layer to rewire"
+
+
+def _refusal(model: nn.Module, name: str) -> str | None:
+    try:
+        plan_deepen(model, name)
+    except MetalabError as exc:
+        return first_line(exc)
+    return None
 
 
 def parse_widen(text: str) -> tuple[str, int]:

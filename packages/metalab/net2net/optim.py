@@ -77,9 +77,12 @@ def transfer_optimizer(
             starts from an empty state.
 
     Raises:
-        ConfigError: unknown ``state``; with ``"carry"``, a buffer of a grown parameter whose
-            meaning or shape is unknown (use ``state="reset"``); an optimizer class whose
-            constructor arguments are not all recorded in its ``defaults``.
+        ConfigError: the arguments do not belong together (the optimizer holds tensors that
+            are not ``old_model``'s, or ``report`` is not of growing ``old_model`` into
+            ``new_model``: names or shapes disagree); unknown ``state``; with ``"carry"``, a
+            buffer of a grown parameter whose meaning or shape is unknown (use
+            ``state="reset"``); an optimizer class whose constructor arguments are not all
+            recorded in its ``defaults``.
 
     An optimizer of your own can take part: a ``with_params(groups)`` method builds its
     copy over the grown parameters, and a ``state_carry_rules`` mapping gives each state
@@ -96,6 +99,7 @@ def transfer_optimizer(
         )
     old_names = {id(p): name for name, p in old_model.named_parameters()}
     new_params = dict(new_model.named_parameters())
+    _check_belong_together(optimizer, old_model, new_params, report, old_names)
     sources = {change.source: name for name, change in report.params.items()}
     groups: list[dict[str, Any]] = []
     placed: set[str] = set()
@@ -126,6 +130,83 @@ def transfer_optimizer(
                     optimizer.state[old_param], old_param, change, powers
                 )
     return new_optimizer
+
+
+def _check_belong_together(
+    optimizer: torch.optim.Optimizer,
+    old_model: nn.Module,
+    new_params: dict[str, nn.Parameter],
+    report: GrowthReport,
+    old_names: dict[int, str],
+) -> None:
+    """Refuse mismatched arguments, which would otherwise map state silently wrong.
+
+    A foreign optimizer would come back empty, and the report of another growth step
+    (``m -> s1 -> s2`` with ``s1 -> s2``'s report but ``m``) would index buffers of the
+    wrong shapes, failing only inside the next ``step()`` with a raw torch error.
+    """
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    foreign = [p for p in held if id(p) not in old_names]
+    if foreign and len(foreign) == len(held):
+        raise ConfigError(
+            "none of the optimizer's parameters is a parameter of old_model; pass the "
+            "optimizer that trained old_model"
+        )
+    if foreign:
+        raise ConfigError(
+            f"{len(foreign)} of the optimizer's {len(held)} parameters are not parameters of "
+            f"old_model (the first has shape {list(foreign[0].shape)}) and would be dropped; "
+            "pass the model the optimizer trains as old_model"
+        )
+    old_params = dict(old_model.named_parameters())
+    sources = {change.source for change in report.params.values()}
+    lost = [old_names[id(p)] for p in held if old_names[id(p)] not in sources]
+    if lost:
+        raise ConfigError(
+            f"the report does not say where old_model's parameter {lost[0]!r} went; pass the "
+            "report of the growth step that turned old_model into new_model"
+        )
+    for name, change in report.params.items():
+        _check_change(name, change, old_params, new_params)
+    inserted = tuple(f"{module}." for module in report.inserted)
+    unknown = [n for n in new_params if n not in report.params and not n.startswith(inserted)]
+    if unknown:
+        raise ConfigError(
+            f"new_model's parameter {unknown[0]!r} is neither grown from old_model nor "
+            "inserted, by the report; pass the model the growth step returned as new_model"
+        )
+
+
+def _check_change(
+    name: str,
+    change: ParamChange,
+    old_params: dict[str, nn.Parameter],
+    new_params: dict[str, nn.Parameter],
+) -> None:
+    """One entry of the report must lead from a parameter of old_model to one of new_model."""
+    hint = "; pass the report of the growth step that turned old_model into new_model"
+    if change.source not in old_params:
+        raise ConfigError(
+            f"the report's source parameter {change.source!r} is not in old_model{hint}"
+        )
+    if name not in new_params:
+        raise ConfigError(f"the report's grown parameter {name!r} is not in new_model{hint}")
+    old, new = old_params[change.source].shape, new_params[name].shape
+    expected = list(old)
+    if change.index is not None:
+        if change.dim >= len(old) or (
+            change.index.numel() and int(change.index.max()) >= old[change.dim]
+        ):
+            raise ConfigError(
+                f"the report indexes {change.source!r} beyond its shape {list(old)} in "
+                f"old_model{hint}"
+            )
+        expected[change.dim] = change.index.numel()
+    if list(new) != expected:
+        raise ConfigError(
+            f"the report makes {name!r} of shape {expected} from {change.source!r} "
+            f"{list(old)}, but new_model's is {list(new)}{hint}"
+        )
 
 
 def _group_of(layer: str, optimizer: torch.optim.Optimizer, old_names: dict[int, str]) -> int:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from metalab.core.errors import ConfigError
 from metalab.net2net.graph import GrowthRefused, NormSite, plan_deepen, plan_widen
+from metalab.net2net.insertion import estimate_statistics, replace_module
 from metalab.net2net.ops import (
     NoiseKind,
     identity_batchnorm,
@@ -263,6 +264,7 @@ def deepen(
     data: Tensor | None = None,
     noise: float = 0.0,
     generator: torch.Generator | None = None,
+    example: Tensor | None = None,
 ) -> tuple[nn.Module, GrowthReport]:
     """Net2DeeperNet: insert an identity layer after ``after``'s activation (Sec. 3.2).
 
@@ -301,11 +303,18 @@ def deepen(
         noise: Gaussian noise added to the identity weights, relative to the std of
             ``after``'s weights (0: exact preservation).
         generator: random stream for the noise (required when ``noise > 0``).
+        example: an input of ``model`` (default: ``data``); when given, both models run on
+            it in eval mode and the growth is refused unless the grown model runs and (without
+            noise) computes the same outputs up to rounding. The forward is the user's code,
+            so a read of the wrapped module (``self.fc1.out_features``) only fails here.
 
     Raises:
         UnknownNameError: ``after`` does not exist.
-        GrowthRefused: no activation, a non-idempotent one, or a branching chain.
-        ConfigError: an even ``kernel_size``, negative noise, or noise without a generator.
+        GrowthRefused: no activation, a non-idempotent one, a branching chain, a forward
+            that reads the wrapped module's tensors, or a grown model that fails or
+            disagrees on ``example``.
+        ConfigError: an even ``kernel_size``, negative noise, noise without a generator, or
+            an ``example`` ``model`` cannot run.
     """
     site = plan_deepen(model, after)
     grown = copy.deepcopy(model)
@@ -334,11 +343,11 @@ def deepen(
         activation = copy.deepcopy(site.activation).train(layer.training)
         block = nn.Sequential(wrapped, activation, *extra)
     block.training = wrapped.training  # the container stands where ``wrapped`` stood
-    _replace(grown, site.wrap, block)
+    replace_module(grown, site.wrap, block)
     first = 1 if site.wrap_is_activation else 2
     inserted = [f"{site.wrap}.{first + i}" for i in range(len(extra))]
     if norm is not None and data is not None:
-        _estimate_statistics(grown, inserted[-1], data)
+        estimate_statistics(grown, inserted[-1], data)
     report = GrowthReport(
         "deepen",
         after,
@@ -360,40 +369,8 @@ def deepen(
         if source in old_names:
             report.params[name] = ParamChange(source)
     report.parameters_after = _count(grown)
+    example = data if example is None else example
+    if example is not None:
+        what = f"deepening after {after!r} (wrapping {site.wrap!r} in a Sequential)"
+        check_on_example(model, grown, example, what=what, exact=noise == 0)
     return grown, report
-
-
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    """``model.set_submodule(name, module)``, which is newer than the torch 2.2 we support."""
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
-@torch.no_grad()
-def _estimate_statistics(grown: nn.Module, name: str, data: Tensor) -> None:
-    """Set the new BatchNorm ``name`` to undo its normalization of ``data``'s batch statistics.
-
-    The features are computed with every module in the mode the user left it (a frozen
-    BatchNorm upstream keeps its running statistics; switching the model to train would fit
-    the new norm to features the model never computes), on a throw-away copy so no running
-    statistic of ``grown`` moves. The new norm's own mode cannot change its input. The layer
-    is then exactly the identity in eval mode, and in train mode on batches like ``data``.
-    """
-    probe = copy.deepcopy(grown)
-    captured: list[Tensor] = []
-    target = probe.get_submodule(name)
-    handle = target.register_forward_hook(lambda _m, args, _out: captured.append(args[0].detach()))
-    try:
-        probe(data)
-    finally:
-        handle.remove()
-    norm = grown.get_submodule(name)
-    assert isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d))
-    fitted = identity_batchnorm(
-        norm.num_features,
-        conv=isinstance(norm, nn.BatchNorm2d),
-        like=norm.weight,
-        inputs=captured[0],
-        eps=norm.eps,
-    )
-    norm.load_state_dict(fitted.state_dict())
