@@ -20,6 +20,7 @@ from torch import fx, nn
 
 from metalab.core.errors import MetalabError, UnknownNameError, first_line
 from metalab.net2net.unit_flow import (
+    NON_IDEMPOTENT_MODULES,
     describe,
     is_flatten,
     passes_units,
@@ -52,15 +53,6 @@ _CHAIN_MODULES = (
     nn.AdaptiveMaxPool2d,
 )
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
-_NON_IDEMPOTENT_MODULES = (
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.GELU,
-    nn.SiLU,
-    nn.ELU,
-    nn.LeakyReLU,
-    nn.Softplus,
-)
 _NON_IDEMPOTENT_FUNCTIONS = {torch.tanh, torch.sigmoid, F.gelu, F.silu, F.elu, F.leaky_relu}
 
 
@@ -332,7 +324,7 @@ def _activation_of(user: fx.Node, module: nn.Module | None, after: str) -> nn.Mo
     if user.op == "call_method" and user.target == "relu":
         return nn.ReLU()
     refused = (
-        isinstance(module, _NON_IDEMPOTENT_MODULES)
+        isinstance(module, NON_IDEMPOTENT_MODULES)
         or (user.op == "call_function" and user.target in _NON_IDEMPOTENT_FUNCTIONS)
         or (user.op == "call_method" and user.target in ("tanh", "sigmoid"))
     )

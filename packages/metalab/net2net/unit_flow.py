@@ -19,10 +19,8 @@ from torch import fx, nn
 
 __all__ = ["describe", "is_flatten", "passes_units", "reads_only_batch_size", "refusal"]
 
-_ELEMENTWISE_MODULES = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.Hardtanh,
+# Activations for which phi(phi(v)) != phi(v), so deepen's identity layer cannot follow them.
+NON_IDEMPOTENT_MODULES = (
     nn.Tanh,
     nn.Sigmoid,
     nn.GELU,
@@ -30,6 +28,12 @@ _ELEMENTWISE_MODULES = (
     nn.ELU,
     nn.LeakyReLU,
     nn.Softplus,
+)
+_ELEMENTWISE_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.Hardtanh,
+    *NON_IDEMPOTENT_MODULES,
     nn.Identity,
     nn.Dropout,
     nn.Dropout2d,
