@@ -165,19 +165,18 @@ def test_train_then_evaluate_links(tmp_path: Path) -> None:
     assert 0 < metrics["mrr"] <= 1 and metrics["triples"] == 201
 
 
-def test_regenerating_into_a_query_set_folder_drops_stale_splits(
+def test_regenerating_into_a_query_set_folder_keeps_but_ignores_earlier_splits(
     hand_folder: Path, tmp_path: Path
 ) -> None:
-    """A second `generate --out SAME` must not leave the first run's valid.jsonl to be read."""
+    """A second `generate --out SAME` keeps the first run's valid.jsonl but never reads it."""
     out = tmp_path / "q"
     args = ["queries", "generate", "--dataset", str(hand_folder), "--per-structure", "2",
             "--max-attempts", "100", "--out", str(out)]  # fmt: skip
     assert _run(*args, "--splits", "valid,test").exit_code == 0
     assert (out / "valid.jsonl").is_file()
+    earlier_valid = (out / "valid.jsonl").read_text()
     assert _run(*args, "--splits", "test").exit_code == 0
-    assert not (out / "valid.jsonl").exists()
-    assert set(json.loads(_run("queries", "stats", str(out), "--json").output)) == {"test"}
-    (out / "valid.jsonl").write_text((out / "test.jsonl").read_text())  # not in meta.json
+    assert (out / "valid.jsonl").read_text() == earlier_valid  # not deleted
     assert set(json.loads(_run("queries", "stats", str(out), "--json").output)) == {"test"}
     other = tmp_path / "notes"
     other.mkdir()

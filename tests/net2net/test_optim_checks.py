@@ -58,13 +58,29 @@ def test_optimizer_of_another_model_is_refused_even_with_state_reset():
             transfer_optimizer(foreign, model, grown, report, state=state)
 
 
-def test_optimizer_holding_extra_tensors_is_refused_as_they_would_be_dropped():
-    model, _, _ = _trained()
-    extra = torch.nn.Parameter(torch.zeros(7))
-    opt = torch.optim.SGD([*model.parameters(), extra], lr=0.1)
+def test_tensors_trained_beside_the_model_are_carried_unchanged():
+    """A learnable loss weight in the optimizer keeps its place, group and state."""
+    torch.manual_seed(0)
+    model = mlp(4, [3, 5], 2)
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    scale = torch.nn.Parameter(torch.ones(()))
+    opt = torch.optim.Adam([{"params": model.parameters()}, {"params": [scale], "lr": 0.5}])
+    for _ in range(2):
+        opt.zero_grad()
+        (scale * F.cross_entropy(model(x), y)).backward()
+        opt.step()
     grown, report = widen(model, "fc1", 6, generator=_gen())
-    message = _refused(opt, model, grown, report, match="1 of the optimizer's 7 parameters")
-    assert "[7]" in message
+    carried = transfer_optimizer(opt, model, grown, report)
+    assert carried.param_groups[1]["params"] == [scale] and carried.param_groups[1]["lr"] == 0.5
+    for key, value in opt.state[scale].items():
+        assert torch.equal(carried.state[scale][key], value)
+        assert carried.state[scale][key] is not value  # a copy: the old optimizer is untouched
+    assert not transfer_optimizer(opt, model, grown, report, state="reset").state
+    before = scale.detach().clone()
+    carried.zero_grad()
+    (scale * F.cross_entropy(grown(x), y)).backward()
+    carried.step()
+    assert not torch.equal(scale.detach(), before)
 
 
 def test_report_naming_parameters_the_models_lack_is_refused():

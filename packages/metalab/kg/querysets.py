@@ -85,9 +85,10 @@ def save_query_set(
 ) -> Path:
     """Write ``query_set`` in the documented format (see the module docstring).
 
-    An earlier query set in ``folder`` is replaced (as ``kg train --out`` replaces a model),
-    and its split files that the new set lacks are removed, so no reader picks up a stale
-    ``valid.jsonl``. A non-empty folder that is not a query set is refused, never emptied.
+    An earlier query set in ``folder`` is replaced (as ``kg train --out`` replaces a model).
+    Its split files that the new set lacks are kept (a ``train.jsonl`` may have cost hours)
+    but are no longer part of the set: readers read only the splits ``meta.json`` lists. A
+    non-empty folder that is not a query set is refused, never emptied.
 
     Raises:
         ConfigError: ``folder`` is a file, or a non-empty folder that is not a query set.
@@ -95,8 +96,6 @@ def save_query_set(
     path = Path(folder)
     check_output_folder(path)
     path.mkdir(parents=True, exist_ok=True)
-    for stale in set(SPLITS) - set(query_set.splits):
-        (path / f"{stale}.jsonl").unlink(missing_ok=True)
     ent, rel = query_set.entities, query_set.relations
     for split, queries in query_set.splits.items():
         lines = [

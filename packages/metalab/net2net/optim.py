@@ -104,16 +104,15 @@ def transfer_optimizer(
     groups: list[dict[str, Any]] = []
     placed: set[str] = set()
     for group in optimizer.param_groups:
-        names = [
-            sources[old_names[id(p)]] for p in group["params"] if old_names.get(id(p)) in sources
-        ]
-        placed.update(names)
-        groups.append(
-            {
-                **{k: v for k, v in group.items() if k != "params"},
-                "params": [new_params[n] for n in names],
-            }
-        )
+        params = []
+        for p in group["params"]:
+            if id(p) in old_names:
+                name = sources[old_names[id(p)]]
+                placed.add(name)
+                params.append(new_params[name])
+            else:  # trained beside the model (a loss weight, a temperature): kept as it is
+                params.append(p)
+        groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": params})
     fresh = [n for n in new_params if n not in placed and n not in report.params]
     if fresh:
         groups[_group_of(report.layer, optimizer, old_names)]["params"].extend(
@@ -121,15 +120,32 @@ def transfer_optimizer(
         )
     new_optimizer = _rebuild(optimizer, groups)
     if state == "carry":
-        by_name = {name: p for p, name in ((p, old_names.get(id(p))) for p in optimizer.state)}
-        powers = _moment_powers(optimizer)
-        for name, change in report.params.items():
-            old_param = by_name.get(change.source)
-            if old_param is not None and name in placed:
-                new_optimizer.state[new_params[name]] = _map_state(
-                    optimizer.state[old_param], old_param, change, powers
-                )
+        _carry_state(optimizer, new_optimizer, report, old_names, new_params, placed)
     return new_optimizer
+
+
+def _carry_state(
+    optimizer: torch.optim.Optimizer,
+    new_optimizer: torch.optim.Optimizer,
+    report: GrowthReport,
+    old_names: dict[int, str],
+    new_params: dict[str, nn.Parameter],
+    placed: set[str],
+) -> None:
+    """Map the model's state onto the grown parameters; copy the rest's unchanged."""
+    by_name = {name: p for p, name in ((p, old_names.get(id(p))) for p in optimizer.state)}
+    powers = _moment_powers(optimizer)
+    for name, change in report.params.items():
+        old_param = by_name.get(change.source)
+        if old_param is not None and name in placed:
+            new_optimizer.state[new_params[name]] = _map_state(
+                optimizer.state[old_param], old_param, change, powers
+            )
+    for p, entry in optimizer.state.items():
+        if id(p) not in old_names:
+            new_optimizer.state[p] = {
+                k: v.clone() if isinstance(v, Tensor) else v for k, v in entry.items()
+            }
 
 
 def _check_belong_together(
@@ -141,7 +157,9 @@ def _check_belong_together(
 ) -> None:
     """Refuse mismatched arguments, which would otherwise map state silently wrong.
 
-    A foreign optimizer would come back empty, and the report of another growth step
+    Parameters the optimizer trains beside ``old_model`` (a learnable loss weight) are
+    carried unchanged; an optimizer holding none of ``old_model``'s would come back with
+    nothing grown, and the report of another growth step
     (``m -> s1 -> s2`` with ``s1 -> s2``'s report but ``m``) would index buffers of the
     wrong shapes, failing only inside the next ``step()`` with a raw torch error.
     """
@@ -152,15 +170,10 @@ def _check_belong_together(
             "none of the optimizer's parameters is a parameter of old_model; pass the "
             "optimizer that trained old_model"
         )
-    if foreign:
-        raise ConfigError(
-            f"{len(foreign)} of the optimizer's {len(held)} parameters are not parameters of "
-            f"old_model (the first has shape {list(foreign[0].shape)}) and would be dropped; "
-            "pass the model the optimizer trains as old_model"
-        )
     old_params = dict(old_model.named_parameters())
     sources = {change.source for change in report.params.values()}
-    lost = [old_names[id(p)] for p in held if old_names[id(p)] not in sources]
+    ours = [old_names[id(p)] for p in held if id(p) in old_names]
+    lost = [name for name in ours if name not in sources]
     if lost:
         raise ConfigError(
             f"the report does not say where old_model's parameter {lost[0]!r} went; pass the "
