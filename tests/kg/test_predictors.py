@@ -224,3 +224,12 @@ def test_scoring_on_cuda_matches_cpu(tiny_predictor) -> None:
         assert gpu.device.type == "cuda" and torch.allclose(gpu.cpu(), cpu, atol=1e-5)
     finally:
         tiny_predictor.to("cpu")
+
+
+def test_only_size_errors_become_option_errors() -> None:
+    """A bug inside training keeps its traceback; a size torch refuses points at the options."""
+    from metalab.kg.training import _is_shape_error
+
+    assert _is_shape_error(RuntimeError("Kernel size can't be greater than actual input size"))
+    assert _is_shape_error(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x4 and 8x3)"))
+    assert not _is_shape_error(RuntimeError("element 0 of tensors does not require grad"))

@@ -114,12 +114,25 @@ def _run_training(
                 f"batch_size {config.batch_size} leaves no full training batch for "
                 f"{config.model} (it drops incomplete batches); use a smaller batch size"
             ) from None
+        except torch.cuda.OutOfMemoryError:
+            raise ConfigError(
+                f"out of memory training {config.model!r} with dim {config.dim} and batch size "
+                f"{config.batch_size}; use a smaller --batch-size or --dim"
+            ) from None
         except RuntimeError as exc:  # e.g. ConvE's kernel larger than a small --dim's image
+            if not _is_shape_error(exc):
+                raise  # a bug, not a bad option: keep its traceback
             raise ConfigError(
                 f"training pykeen model {config.model!r} failed: {first_line(exc)} "
                 "(check --dim and --batch-size for this model)"
             ) from None
     return [float(x) for x in losses or []]
+
+
+def _is_shape_error(exc: RuntimeError) -> bool:
+    """Whether torch refused the sizes an option implies (not a bug, not memory)."""
+    words = ("size", "shape", "dimension", "kernel", "mat1 and mat2")
+    return any(word in str(exc).lower() for word in words)
 
 
 @contextlib.contextmanager
