@@ -77,8 +77,8 @@ def transfer_optimizer(
             starts from an empty state.
 
     Raises:
-        ConfigError: the arguments do not belong together (the optimizer holds tensors that
-            are not ``old_model``'s, or ``report`` is not of growing ``old_model`` into
+        ConfigError: the arguments do not belong together (the optimizer holds none of
+            ``old_model``'s tensors, or ``report`` is not of growing ``old_model`` into
             ``new_model``: names or shapes disagree); unknown ``state``; with ``"carry"``, a
             buffer of a grown parameter whose meaning or shape is unknown (use
             ``state="reset"``); an optimizer class whose constructor arguments are not all
@@ -164,8 +164,7 @@ def _check_belong_together(
     wrong shapes, failing only inside the next ``step()`` with a raw torch error.
     """
     held = [p for group in optimizer.param_groups for p in group["params"]]
-    foreign = [p for p in held if id(p) not in old_names]
-    if foreign and len(foreign) == len(held):
+    if held and not any(id(p) in old_names for p in held):
         raise ConfigError(
             "none of the optimizer's parameters is a parameter of old_model; pass the "
             "optimizer that trained old_model"
