@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from metalab.core.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from metalab.core.errors import MetalabError
 
-__all__ = ["RUNS_ENV", "Run", "resolve_runs_root"]
+__all__ = ["RUNS_ENV", "Run", "metric_record", "resolve_runs_root"]
 
 RUNS_ENV = "METALAB_RUNS"
 _PROGRESS_FILE = "progress.json"
@@ -105,11 +105,12 @@ class Run:
     # ----------------------------------------------------------------- metrics
     def log(self, step: int | None = None, **metrics: Any) -> None:
         """Append one JSON line of metrics (with ``step`` and wall time) and flush it."""
-        record: dict[str, Any] = {"time": round(time.time(), 3)}
-        if step is not None:
-            record["step"] = int(step)
-        record.update({key: _plain(value) for key, value in metrics.items()})
-        self._metrics.write(json.dumps(record) + "\n")
+        self.write_records([metric_record(step, **metrics)])
+
+    def write_records(self, records: list[dict[str, Any]]) -> None:
+        """Append records made by :func:`metric_record` elsewhere (a worker process)."""
+        for record in records:
+            self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()
 
     def read_metrics(self) -> list[dict[str, Any]]:
@@ -141,6 +142,10 @@ class Run:
         if not path.is_file():
             return None
         return dict(load_checkpoint(path)["state"])
+
+    def has_stage(self, name: str) -> bool:
+        """True when stage ``name`` finished in this folder (a resume will reuse it)."""
+        return (self.dir / "stages" / f"{name}.json").is_file()
 
     def stage(self, name: str, compute: Callable[[], T]) -> T:
         """Run ``compute()`` once per run folder; on resume return its stored result.
@@ -183,6 +188,15 @@ class Run:
 
     def _commit(self, lines: int) -> None:
         atomic_write_json(self.dir / _PROGRESS_FILE, {_LINES_KEY: lines})
+
+
+def metric_record(step: int | None = None, **metrics: Any) -> dict[str, Any]:
+    """One metric line as :meth:`Run.log` writes it: wall time, ``step``, plain values."""
+    record: dict[str, Any] = {"time": round(time.time(), 3)}
+    if step is not None:
+        record["step"] = int(step)
+    record.update({key: _plain(value) for key, value in metrics.items()})
+    return record
 
 
 def _committed_lines(directory: Path) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,8 +19,9 @@ import torch
 from metalab.core.claims import RunConfig, runner_params
 from metalab.core.config import at_least, non_negative, nonempty, positive
 from metalab.core.errors import ConfigError
+from metalab.core.parallel import StageJob, default_workers, run_stages
 from metalab.core.runs import Run
-from metalab.nas.data import load_digits_splits
+from metalab.nas.data import DigitsSplits, load_digits_splits
 from metalab.nas.figures import plot_alpha_per_edge, plot_selected_accuracy
 from metalab.nas.search import SearchConfig
 from metalab.nas.selection import PerturbationSelection
@@ -43,7 +45,8 @@ class NasParams:
     pt_epochs: list[int] = field(default_factory=list)
     early_epoch: int = at_least(1, 5)
     split_seed: int = 0
-    threads: int = non_negative(1)  # 0 = leave torch's thread count
+    threads: int = non_negative(1)  # per process; 0 = leave torch's thread count
+    workers: int = non_negative(0)  # seeds searched at once; 0 = one per `threads` cores
 
 
 @contextlib.contextmanager
@@ -73,37 +76,57 @@ def _setup(config: RunConfig) -> tuple[NasParams, BenchTable]:
     return p, table
 
 
+@dataclass(frozen=True)
+class _Searches:
+    """One group of searches, a seed each: ``tag`` names their stages and metric lines."""
+
+    tag: str
+    pt_epochs: list[int]
+    fixed_alpha: bool = False
+
+
 def _trajectories(
-    config: RunConfig,
-    run: Run,
-    p: NasParams,
-    table: BenchTable,
-    *,
-    tag: str,
-    pt_epochs: list[int],
-    fixed_alpha: bool = False,
-) -> list[Trajectory]:
+    config: RunConfig, run: Run, p: NasParams, table: BenchTable, groups: list[_Searches]
+) -> list[list[Trajectory]]:
+    """Each group's trajectories (in ``p.seeds`` order), all seeds of all groups at once."""
     data = load_digits_splits(split_seed=p.split_seed, device=config.torch_device)
     pt = PerturbationSelection(tune_epochs=p.tune_epochs, tune_lr=p.tune_lr)
-    out = []
-    for seed in p.seeds:
-
-        def compute(seed: int = seed) -> dict:
-            traj = follow_search(
-                p.search,
-                table,
-                data,
+    jobs = [
+        StageJob(
+            f"{group.tag}-seed{seed}",
+            _search_seed,
+            (p.search, table, data),
+            dict(
                 seed=config.seed * 1000 + seed,
-                pt_epochs=pt_epochs,
+                pt_epochs=group.pt_epochs,
                 pt=pt,
-                fixed_alpha=fixed_alpha,
+                fixed_alpha=group.fixed_alpha,
                 device=config.torch_device,
-                log=lambda step, **m: run.log(step, method=tag, **m),
-            )
-            return traj.to_dict()
+                tag=group.tag,
+            ),
+        )
+        for group in groups
+        for seed in p.seeds
+    ]
+    workers = p.workers or default_workers(p.threads, config.torch_device)
+    done = iter(run_stages(run, jobs, workers=workers, threads=p.threads))
+    return [[Trajectory.from_dict(next(done)) for _ in p.seeds] for _ in groups]
 
-        out.append(Trajectory.from_dict(run.stage(f"{tag}-seed{seed}", compute)))
-    return out
+
+def _search_seed(
+    search: SearchConfig,
+    table: BenchTable,
+    data: DigitsSplits,
+    *,
+    tag: str,
+    log: Callable[..., None],
+    **options: Any,
+) -> dict:
+    """One seed's search as a stage (module level, so a worker process can run it)."""
+    traj = follow_search(
+        search, table, data, log=lambda step, **m: log(step, method=tag, **m), **options
+    )
+    return traj.to_dict()
 
 
 def _stats(prefix: str, table: BenchTable, cells: list[str]) -> dict[str, float]:
@@ -154,7 +177,7 @@ def _pt_vs_magnitude(
     config: RunConfig, run: Run, p: NasParams, table: BenchTable
 ) -> dict[str, float]:
     """Same supernets, magnitude vs perturbation selection (Wang et al. 2021, Tab. 1, 4)."""
-    trajs = _trajectories(config, run, p, table, tag="darts", pt_epochs=[p.search.epochs])
+    (trajs,) = _trajectories(config, run, p, table, [_Searches("darts", [p.search.epochs])])
     metrics = _table_metrics(table)
     metrics |= _stats("magnitude", table, [t.magnitude_cells[-1] for t in trajs])
     metrics |= _stats("perturbation", table, [t.pt_cells[-1] for t in trajs])
@@ -182,7 +205,7 @@ def _skip_domination(
             f"pt_epochs must list at least two epochs in 1..{p.search.epochs} (DARTS-PT is "
             f"compared early vs late), got {pt_epochs}"
         )
-    trajs = _trajectories(config, run, p, table, tag="darts", pt_epochs=pt_epochs)
+    (trajs,) = _trajectories(config, run, p, table, [_Searches("darts", pt_epochs)])
     skip = table.space.ops.index("skip_connect")
     share = np.mean([np.asarray(t.alphas)[:, :, skip].mean(axis=1) for t in trajs], axis=0)
     mag = np.mean([t.magnitude_acc for t in trajs], axis=0)
@@ -219,9 +242,12 @@ def _pt_fixed_alpha(
     config: RunConfig, run: Run, p: NasParams, table: BenchTable
 ) -> dict[str, float]:
     """Uniform α + perturbation selection vs DARTS's α-magnitude cell (Sec. 4.3, Tab. 4)."""
-    darts = _trajectories(config, run, p, table, tag="darts", pt_epochs=[])
-    fixed = _trajectories(
-        config, run, p, table, tag="fixed-alpha", pt_epochs=[p.search.epochs], fixed_alpha=True
+    darts, fixed = _trajectories(
+        config,
+        run,
+        p,
+        table,
+        [_Searches("darts", []), _Searches("fixed-alpha", [p.search.epochs], fixed_alpha=True)],
     )
     metrics = _table_metrics(table)
     metrics |= _stats("darts", table, [t.magnitude_cells[-1] for t in darts])

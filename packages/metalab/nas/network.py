@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metalab.core.errors import ConfigError
+from metalab.nas.fanout import FanoutPlan
 from metalab.nas.ops import make_op
 from metalab.nas.space import Cell, SearchSpace, Topology, live_edges
 
@@ -58,9 +59,26 @@ class _CellModule(nn.Module):
             )
             for ops in self.edge_ops
         )
+        self.fanout = FanoutPlan(
+            topology.edges, self.edge_ops, self.edges, topology.n_inputs, topology.n_nodes
+        )
 
-    def forward(self, inputs: Sequence[Tensor], weights: Tensor | None) -> Tensor:
+    def forward(
+        self, inputs: Sequence[Tensor], weights: Tensor | None, per_edge: bool = False
+    ) -> Tensor:
         states = [pre(x) for pre, x in zip(self.preprocess, inputs, strict=True)]
+        if weights is None or per_edge:
+            return self._output(self.per_edge_states(states, weights))
+        # a supernet: each node's outgoing edges share work (same result, fewer kernels)
+        return self._output(self.fanout.states(states, weights))
+
+    def per_edge_states(self, inputs: list[Tensor], weights: Tensor | None) -> list[Tensor]:
+        """All node states, each edge's operations applied one by one (DARTS Eq. 2).
+
+        ``weights`` ``[E, O]`` mixes the operations (``None``: a discrete cell, sum them).
+        A supernet's forward computes the same by :class:`FanoutPlan`.
+        """
+        states = list(inputs)
         for j in self.topology.intermediate:
             total: Tensor | None = None
             for e in self.topology.in_edges(j):
@@ -72,6 +90,9 @@ class _CellModule(nn.Module):
                     term = op(source) if weights is None else weights[e, o] * op(source)
                     total = term if total is None else total + term
             states.append(torch.zeros_like(states[0]) if total is None else total)
+        return states
+
+    def _output(self, states: list[Tensor]) -> Tensor:
         if self.topology.concat_output:
             return torch.cat(states[self.topology.n_inputs :], dim=1)
         return states[-1]
@@ -112,12 +133,18 @@ class CellNetwork(nn.Module):
         self.head_bn = nn.BatchNorm2d(width, affine=affine, track_running_stats=track)
         self.classifier = nn.Linear(width, num_classes)
 
-    def forward(self, x: Tensor, weights: Tensor | None = None) -> Tensor:
-        """Logits for images ``x`` (``[B, C, H, W]``); ``weights`` mixes a supernet's edges."""
+    def forward(
+        self, x: Tensor, weights: Tensor | None = None, *, per_edge: bool = False
+    ) -> Tensor:
+        """Logits for images ``x`` (``[B, C, H, W]``); ``weights`` mixes a supernet's edges.
+
+        ``per_edge=True`` applies every edge's operations one by one instead of sharing
+        work across a node's outgoing edges: the same function, the slower reference.
+        """
         s = self.stem(x)
         states = [s] * self.topology.n_inputs
         for cell in self.cells:
-            states = [*states, cell(states, weights)][-self.topology.n_inputs :]
+            states = [*states, cell(states, weights, per_edge)][-self.topology.n_inputs :]
         out = F.relu(self.head_bn(states[-1]))
         return self.classifier(out.mean(dim=(2, 3)))
 
@@ -192,9 +219,12 @@ class Supernet(CellNetwork):
             weights = weights * override + fixed
         return weights
 
-    def forward(self, x: Tensor, weights: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, weights: Tensor | None = None, *, per_edge: bool = False
+    ) -> Tensor:
         """Logits with ``weights`` (default: :meth:`mixing_weights`)."""
-        return super().forward(x, self.mixing_weights() if weights is None else weights)
+        mixing = self.mixing_weights() if weights is None else weights
+        return super().forward(x, mixing, per_edge=per_edge)
 
     def selection_state(self) -> dict[str, list[int]]:
         """The discretization decisions, JSON-able (for checkpoints)."""
