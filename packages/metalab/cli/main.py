@@ -140,4 +140,7 @@ def cli() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    from metalab.core.parallel import enable_auto_workers
+
+    enable_auto_workers()  # this script is import-safe for spawned worker processes
     cli(prog_name="metalab")

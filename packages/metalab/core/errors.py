@@ -53,6 +53,10 @@ class UnknownNameError(MetalabError):
             )
         super().__init__(f"unknown {kind} {name!r}{hint}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, list[str]]]:
+        """Pickle by the constructor's arguments (errors cross process boundaries)."""
+        return type(self), (self.kind, self.name, self.known)
+
 
 def closest_names(name: str, known: Iterable[str], *, n: int = 3) -> list[str]:
     """Return up to ``n`` known names close to ``name`` (prefix matches first)."""

@@ -8,25 +8,41 @@ files, same metric lines in the same order, wall times aside) and resumes the sa
 a stage finished before an interruption is read back, not recomputed.
 
 Worker processes are spawned (forking a process that has started torch's thread pools can
-hang), so a job's function must be importable (module level) and its arguments picklable.
+hang), so a job's function must be importable (module level) and its arguments picklable,
+and a script that asks for workers must guard its body with ``if __name__ ==
+"__main__":`` (a spawned worker imports the script). That is why ``workers=0`` ("one per
+core") means one process unless the ``metalab`` command, which is guarded, turned
+:func:`enable_auto_workers` on. An error, Ctrl-C or the parent's death stops every worker.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import pickle
+import threading
+import traceback
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.multiprocessing
+from metalab.core.errors import MetalabError
 
-from metalab.core.runs import Run, metric_record
+if TYPE_CHECKING:  # torch and the run folder are imported when used: the CLI imports this
+    import torch
 
-__all__ = ["StageJob", "default_workers", "run_stages"]
+    from metalab.core.runs import Run
 
-Log = Callable[..., None]
+__all__ = ["StageJob", "WorkerDied", "default_workers", "enable_auto_workers", "run_stages"]
+
+_AUTO = {"enabled": False}
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended without a result (killed, out of memory, crashed)."""
 
 
 @dataclass(frozen=True)
@@ -43,12 +59,21 @@ class StageJob:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+def enable_auto_workers(enabled: bool = True) -> None:
+    """Let ``workers=0`` use one process per core (the ``metalab`` command turns it on)."""
+    _AUTO["enabled"] = enabled
+
+
 def default_workers(threads: int, device: torch.device) -> int:
-    """One worker per ``threads`` CPU cores on a CPU device, one process on a GPU."""
-    if device.type != "cpu":
+    """Processes for ``workers=0``: one per ``threads`` cores on a CPU, else one.
+
+    One when auto workers are off (see the module docstring), on a GPU, and when
+    ``threads`` is 0 (torch's own thread count already fills the cores).
+    """
+    if not _AUTO["enabled"] or device.type != "cpu" or threads < 1:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(threads, 1))
+    return max(1, (cores or 1) // threads)
 
 
 def run_stages(run: Run, jobs: Sequence[StageJob], *, workers: int, threads: int) -> list[Any]:
@@ -57,15 +82,24 @@ def run_stages(run: Run, jobs: Sequence[StageJob], *, workers: int, threads: int
     Args:
         run: the run whose ``stages/`` hold the results.
         jobs: the stages; names must be distinct.
-        workers: processes to use; ``1`` runs the jobs here, one after another.
-        threads: torch CPU threads in each worker (``0`` leaves torch's default).
+        workers: processes to use; ``1`` runs the jobs here, one after another (with the
+            caller's thread count).
+        threads: torch CPU threads in each worker process (``0`` leaves torch's default).
+
+    Raises:
+        Whatever a job raised, once the stages before it in job order are stored (as a
+        sequential run would have), or WorkerDied naming the stages that were running
+        when a worker process died.
     """
+    import torch.multiprocessing
+
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         raise ValueError(f"stage names repeat: {names}")
-    pending = [job for job in jobs if not run.has_stage(job.name)]
+    pending = deque(job for job in jobs if not run.has_stage(job.name))
     if workers <= 1 or len(pending) <= 1:
         return [run.stage(job.name, _here(job, run.log)) for job in jobs]
+    results: list[Any] = []
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(pending)),
         mp_context=torch.multiprocessing.get_context("spawn"),
@@ -73,41 +107,151 @@ def run_stages(run: Run, jobs: Sequence[StageJob], *, workers: int, threads: int
         initargs=(threads,),
     )
     try:
-        futures = {job.name: pool.submit(_in_worker, job) for job in pending}
-        results = [run.stage(job.name, _collect(futures.get(job.name), run)) for job in jobs]
+        _drive(pool, run, jobs, pending, workers, results)
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        _stop(pool)
         raise
     pool.shutdown()
     return results
 
 
-def _here(job: StageJob, log: Log) -> Callable[[], Any]:
+def _drive(
+    pool: ProcessPoolExecutor,
+    run: Run,
+    jobs: Sequence[StageJob],
+    pending: deque[StageJob],
+    workers: int,
+    results: list[Any],
+) -> None:
+    """Keep ``workers`` stages running; store finished ones in job order.
+
+    After a stage raises, nothing new starts; the stages before it that are running
+    finish and are stored (a sequential run would have stored them), then its error is
+    raised (the caller kills the stages after it).
+    """
+    order = {job.name: i for i, job in enumerate(jobs)}
+    finished: dict[str, tuple[Any, list[dict[str, Any]]]] = {}
+    running: dict[Future, StageJob] = {}
+    failed: tuple[int, Exception] | None = None
+    while True:
+        while failed is None and pending and len(running) < workers:
+            job = pending.popleft()  # submitted one by one: nothing waits queued in the pool
+            running[pool.submit(_in_worker, job)] = job
+        limit = len(jobs) if failed is None else failed[0]
+        waiting = [future for future, job in running.items() if order[job.name] < limit]
+        if not waiting:
+            break
+        done, _ = wait(waiting, return_when=FIRST_COMPLETED)
+        for future in sorted(done, key=lambda f: order[running[f].name]):
+            job = running.pop(future)
+            try:
+                finished[job.name] = _outcome(future, job, running)
+            except WorkerDied:  # the pool is broken: no other stage can finish
+                _store_ready(run, jobs, finished, results)
+                raise
+            except Exception as exc:
+                if failed is None or order[job.name] < failed[0]:
+                    failed = (order[job.name], exc)
+        _store_ready(run, jobs, finished, results)
+    if failed is not None:
+        raise failed[1]
+
+
+def _outcome(
+    future: Future, job: StageJob, running: dict[Future, StageJob]
+) -> tuple[Any, list[dict[str, Any]]]:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        lost = sorted([job.name, *(other.name for other in running.values())])
+        raise WorkerDied(
+            f"a worker process died (out of memory? killed?) while running stage(s) {lost}"
+        ) from None
+
+
+def _store_ready(
+    run: Run, jobs: Sequence[StageJob], finished: dict[str, Any], results: list[Any]
+) -> None:
+    """Store the finished stages that follow the stored ones in job order."""
+    for job in jobs[len(results) :]:
+        if job.name in finished:
+            result, records = finished.pop(job.name)
+            results.append(run.stage(job.name, _replay(run, result, records)))
+        elif run.has_stage(job.name):  # finished before a resume: read back
+            results.append(run.stage(job.name, _never))
+        else:
+            return
+
+
+def _here(job: StageJob, log: Callable[..., None]) -> Callable[[], Any]:
     return lambda: job.fn(*job.args, log=log, **job.kwargs)
 
 
-def _collect(future: Future | None, run: Run) -> Callable[[], Any]:
-    """The stage's compute: wait for the worker, then write its metric lines here."""
-
+def _replay(run: Run, result: Any, records: list[dict[str, Any]]) -> Callable[[], Any]:
     def compute() -> Any:
-        if future is None:  # finished before a resume: Run.stage reads it back
-            raise AssertionError("a stored stage was asked to compute")
-        result, records = future.result()
         run.write_records(records)
         return result
 
     return compute
 
 
+def _never() -> Any:
+    raise AssertionError("a stored stage was asked to compute")
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Kill the workers now: their stages would be thrown away, and they hold the cores."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if terminate is not None:
+        terminate()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _start_worker(threads: int) -> None:
+    import torch
+
     if threads > 0:
         torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+
+
+def _exit_with_parent() -> None:
+    """Exit when the parent dies (killed by SIGTERM, its workers would run on forever)."""
+    process = multiprocessing.parent_process()
+    if process is not None:
+        process.join()
+    os._exit(1)
 
 
 def _in_worker(job: StageJob) -> tuple[Any, list[dict[str, Any]]]:
+    from metalab.core.runs import metric_record
+
     records: list[dict[str, Any]] = []
 
     def log(step: int | None = None, **metrics: Any) -> None:
         records.append(metric_record(step, **metrics))
 
-    return job.fn(*job.args, log=log, **job.kwargs), records
+    try:
+        return job.fn(*job.args, log=log, **job.kwargs), records
+    except Exception as exc:
+        raise _portable(exc, job.name) from None
+
+
+def _portable(exc: Exception, stage: str) -> Exception:
+    """``exc`` if it survives the trip to the parent, else an error that does.
+
+    An exception is rebuilt from its ``args``; one whose ``__init__`` takes other
+    arguments would break the whole pool. A :class:`MetalabError` stays one (its message
+    is what the user sees); anything else keeps its traceback in the message.
+    """
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        if isinstance(exc, MetalabError):
+            return MetalabError(str(exc))
+        trace = "".join(traceback.format_exception(exc))
+        return RuntimeError(f"stage {stage} failed in a worker process:\n{trace}")

@@ -46,7 +46,9 @@ class NasParams:
     early_epoch: int = at_least(1, 5)
     split_seed: int = 0
     threads: int = non_negative(1)  # per process; 0 = leave torch's thread count
-    workers: int = non_negative(0)  # seeds searched at once; 0 = one per `threads` cores
+    # seeds searched at once; 0 = one per `threads` cores under the `metalab` command, one
+    # process when called from Python (see metalab.core.parallel)
+    workers: int = non_negative(0)
 
 
 @contextlib.contextmanager
