@@ -52,8 +52,12 @@ def sleeps(seconds: float, pid_file: str = "", *, log: Callable[..., None]) -> f
 
 
 def dies(code: int, *, log: Callable[..., None]) -> None:
-    time.sleep(0.5)
+    time.sleep(5.0)  # the stage before it has long finished and been stored
     os._exit(code)
+
+
+def exits(code: int, *, log: Callable[..., None]) -> None:
+    sys.exit(code)
 
 
 def _jobs(seeds: list[int]) -> list[StageJob]:
@@ -106,6 +110,14 @@ def test_a_worker_error_reaches_the_caller_after_earlier_stages_are_stored(
         assert run.has_stage("seed0") and not run.has_stage("seed5")
 
 
+def test_a_stage_that_calls_sys_exit_fails_like_any_stage(tmp_path: Path) -> None:
+    jobs = [*_jobs([0]), StageJob("exits", exits, (3,)), *_jobs([1])]
+    with Run.create("exp", {}, root=tmp_path) as run:
+        with pytest.raises(RuntimeError, match="stage exits stopped its worker: SystemExit 3"):
+            run_stages(run, jobs, workers=2, threads=1)
+        assert run.has_stage("seed0") and not run.has_stage("exits")
+
+
 def test_stage_names_must_differ(tmp_path: Path) -> None:
     with Run.create("exp", {}, root=tmp_path) as run, pytest.raises(ValueError, match="repeat"):
         run_stages(run, _jobs([1, 1]), workers=1, threads=1)
@@ -148,10 +160,12 @@ def test_an_error_stops_the_later_stages_at_once(tmp_path: Path) -> None:
     assert time.perf_counter() - started < 30
 
 
-def test_a_dead_worker_is_named_and_earlier_stages_are_kept(tmp_path: Path) -> None:
+def test_a_dead_worker_names_the_lost_stages_and_finished_ones_are_kept(tmp_path: Path) -> None:
     jobs = [*_jobs([0]), StageJob("dies", dies, (3,)), StageJob("long", sleeps, (60.0,))]
     with Run.create("exp", {}, root=tmp_path) as run:
-        with pytest.raises(WorkerDied, match=r"worker process died .*'dies'"):
+        with pytest.raises(
+            WorkerDied, match=r"without a result while stage\(s\) \['dies', 'long'\]"
+        ):
             run_stages(run, jobs, workers=2, threads=1)
         assert run.has_stage("seed0") and not run.has_stage("dies")
 

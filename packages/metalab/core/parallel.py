@@ -89,7 +89,7 @@ def run_stages(run: Run, jobs: Sequence[StageJob], *, workers: int, threads: int
     Raises:
         Whatever a job raised, once the stages before it in job order are stored (as a
         sequential run would have), or WorkerDied naming the stages that were running
-        when a worker process died.
+        when a worker process died (those are lost, earlier ones included).
     """
     import torch.multiprocessing
 
@@ -136,7 +136,10 @@ def _drive(
     while True:
         while failed is None and pending and len(running) < workers:
             job = pending.popleft()  # submitted one by one: nothing waits queued in the pool
-            running[pool.submit(_in_worker, job)] = job
+            try:
+                running[pool.submit(_in_worker, job)] = job
+            except BrokenProcessPool as exc:  # a worker died while we stored a stage
+                raise _died([job, *running.values()]) from exc
         limit = len(jobs) if failed is None else failed[0]
         waiting = [future for future, job in running.items() if order[job.name] < limit]
         if not waiting:
@@ -162,11 +165,18 @@ def _outcome(
 ) -> tuple[Any, list[dict[str, Any]]]:
     try:
         return future.result()
-    except BrokenProcessPool:
-        lost = sorted([job.name, *(other.name for other in running.values())])
-        raise WorkerDied(
-            f"a worker process died (out of memory? killed?) while running stage(s) {lost}"
-        ) from None
+    except BrokenProcessPool as exc:
+        raise _died([job, *running.values()]) from exc
+
+
+def _died(jobs: Sequence[StageJob]) -> WorkerDied:
+    """The error for a broken pool: every running stage is lost with the dead worker."""
+    lost = sorted(job.name for job in jobs)
+    return WorkerDied(
+        f"a worker process ended without a result while stage(s) {lost} ran: killed or out "
+        "of memory, or it failed to start (a script that asks for workers must guard its "
+        "body with if __name__ == '__main__':); these stages are lost, rerun with --resume"
+    )
 
 
 def _store_ready(
@@ -236,17 +246,19 @@ def _in_worker(job: StageJob) -> tuple[Any, list[dict[str, Any]]]:
 
     try:
         return job.fn(*job.args, log=log, **job.kwargs), records
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit, too: it would end the worker, not the stage
         raise _portable(exc, job.name) from None
 
 
-def _portable(exc: Exception, stage: str) -> Exception:
+def _portable(exc: BaseException, stage: str) -> Exception:
     """``exc`` if it survives the trip to the parent, else an error that does.
 
     An exception is rebuilt from its ``args``; one whose ``__init__`` takes other
     arguments would break the whole pool. A :class:`MetalabError` stays one (its message
     is what the user sees); anything else keeps its traceback in the message.
     """
+    if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt: a stage failure
+        return RuntimeError(f"stage {stage} stopped its worker: {type(exc).__name__} {exc}")
     try:
         pickle.loads(pickle.dumps(exc))
         return exc
