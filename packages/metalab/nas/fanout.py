@@ -66,7 +66,7 @@ class FanoutPlan:
         n_nodes: int,
     ) -> None:
         self.edges = list(edges)
-        self.n_inputs, self.n_nodes = n_inputs, n_nodes
+        self.n_inputs = n_inputs
         self.groups: list[list[_Group]] = []
         for node in range(n_inputs + n_nodes):
             uses: dict[str, list[tuple[int, int]]] = {}
