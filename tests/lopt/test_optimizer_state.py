@@ -205,6 +205,13 @@ def _fixture_case(name):
     return torch.load(FIXTURE, weights_only=True)["cases"][name]
 
 
+def assert_same_up_to_rounding(got, expected):
+    """The fixture was computed on another CPU: vectorized kernels may round the last bit
+    differently (measured: <= 3e-8 absolute, 1.4e-7 relative), any change of the rule is
+    orders of magnitude larger."""
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-8)
+
+
 def _fixture_opt(name, params):
     groups = [{"params": params[0::2]}, {"params": params[1::2]}]  # weights, biases
     if name == "adam":
@@ -215,7 +222,7 @@ def _fixture_opt(name, params):
 
 
 @pytest.mark.parametrize("name", ["mlp_idiom", "adam", "hierarchical"])
-def test_a_state_dict_saved_by_the_old_code_continues_bit_identically(name):
+def test_a_state_dict_saved_by_the_old_code_continues_identically(name):
     """The fixture holds the old code's state after 3 steps (batched ``[1, n, ...]`` layout,
     no format number) and the parameters it produced in the next 3 steps from the stored
     gradients and losses; the new code, resumed from that state, must produce the same."""
@@ -233,7 +240,7 @@ def test_a_state_dict_saved_by_the_old_code_continues_bit_identically(name):
             p.grad = g.clone()
         opt.step(loss=loss)
         for p, q in zip(params, expected, strict=True):
-            assert torch.equal(p.detach(), q)
+            assert_same_up_to_rounding(p.detach(), q)
     assert opt.state_dict()["lopt_arch"]["format"] == 2
 
 
@@ -269,7 +276,8 @@ def test_old_groups_without_an_option_take_the_value_they_ran_with():
     for p, g in zip(params, case["grads"][0], strict=True):
         p.grad = g.clone()
     opt.step()
-    assert all(torch.equal(p, q) for p, q in zip(params, case["next"][0], strict=True))
+    for p, q in zip(params, case["next"][0], strict=True):
+        assert_same_up_to_rounding(p, q)
 
 
 def test_the_format_number_is_checked():
