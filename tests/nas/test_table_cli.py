@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from metalab.cli.main import cli
@@ -188,3 +189,37 @@ def test_merge_combines_partial_builds_and_refuses_mismatches(tmp_path):
 def test_cli_rejects_a_bad_shard():
     result = CliRunner().invoke(cli, ["nas", "bench", "build", "--shard", "x"])
     assert result.exit_code == 2 and "K/N" in result.output
+
+
+def test_workers_build_the_table_one_process_builds(tmp_path):
+    space = make_space("skip-conv3")
+    recipe = TrainRecipe(epochs=1, channels=2, n_cells=1)
+    cells = [space.cell_from_choices([i % 2, 1, 0, 1, i // 2 % 2, 0]) for i in range(4)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' thread count: the same float rounding
+    try:
+        alone = build_table(space, tmp_path / "a.json", recipe=recipe, seeds=[0, 1], cells=cells)
+    finally:
+        torch.set_num_threads(threads)
+    side_by_side = build_table(
+        space, tmp_path / "b.json", recipe=recipe, seeds=[0, 1], cells=cells, workers=2
+    )
+    assert side_by_side.seed_accuracies == alone.seed_accuracies
+    assert len(alone.seed_accuracies) == 4
+    stopped = build_table(
+        space, tmp_path / "c.json", recipe=recipe, seeds=[0, 1], workers=2, max_seconds=0.0
+    )
+    assert stopped.seed_accuracies == {} and not stopped.complete
+
+
+def test_cli_rejects_negative_workers():
+    result = CliRunner().invoke(cli, ["nas", "bench", "build", "--workers", "-1"])
+    assert result.exit_code == 2 and "--workers must be >= 0" in result.output
+
+
+def test_per_seed_accuracies_follow_the_build_seeds_whatever_order_they_were_stored_in():
+    raw = json.loads(shipped_table_path("skip-conv3").read_text())
+    cell, entry = next(iter(raw["results"].items()))
+    entry["test_acc"] = {"1": 0.25, "0": 0.75}  # seed 1 finished first in another worker
+    table = BenchTable.from_dict(raw)
+    assert raw["seeds"][:2] == [0, 1] and table.seed_accuracies[cell] == [0.75, 0.25]

@@ -23,7 +23,7 @@ import pickle
 import threading
 import traceback
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -36,7 +36,14 @@ if TYPE_CHECKING:  # torch and the run folder are imported when used: the CLI im
 
     from metalab.core.runs import Run
 
-__all__ = ["StageJob", "WorkerDied", "default_workers", "enable_auto_workers", "run_stages"]
+__all__ = [
+    "StageJob",
+    "WorkerDied",
+    "default_workers",
+    "enable_auto_workers",
+    "map_unordered",
+    "run_stages",
+]
 
 _AUTO = {"enabled": False}
 
@@ -115,6 +122,69 @@ def run_stages(run: Run, jobs: Sequence[StageJob], *, workers: int, threads: int
     return results
 
 
+def map_unordered(
+    fn: Callable[..., Any],
+    items: Iterable[tuple[Any, ...]],
+    *,
+    workers: int,
+    threads: int,
+    stop: Callable[[], bool] = lambda: False,
+) -> Generator[tuple[int, Any], None, None]:
+    """``(index, fn(*item))`` for each item as it finishes, ``workers`` processes at a time.
+
+    For work whose results the caller stores itself (e.g. a table saved every few
+    seconds): nothing is kept here, so whatever the caller stored survives an error.
+    ``stop()`` is asked before each item starts; when it says True no further item starts
+    and the running ones are still yielded. ``workers <= 1`` runs the items here, in order.
+    Closing the generator (leaving the loop early), an error or Ctrl-C kills the workers.
+
+    Raises:
+        Whatever ``fn`` raised (the other running items are lost), or WorkerDied.
+    """
+    import torch.multiprocessing
+
+    todo = deque(enumerate(items))
+    if workers <= 1 or len(todo) <= 1:
+        while todo and not stop():
+            index, item = todo.popleft()
+            yield index, fn(*item)
+        return
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)),
+        mp_context=torch.multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(threads,),
+    )
+    running: dict[Future, int] = {}
+    try:
+        while True:
+            while todo and len(running) < workers and not stop():
+                index, item = todo.popleft()
+                running[pool.submit(_call_in_worker, fn, item, index)] = index
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                index = running.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool as exc:
+                    lost = [str(i) for i in [index, *running.values()]]
+                    raise _died(lost, what="item(s)", rerun="the same command") from exc
+                yield index, result
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown()
+
+
+def _call_in_worker(fn: Callable[..., Any], item: tuple[Any, ...], index: int) -> Any:
+    try:
+        return fn(*item)
+    except BaseException as exc:  # SystemExit, too: it would end the worker, not the item
+        raise _portable(exc, f"item {index}") from None
+
+
 def _drive(
     pool: ProcessPoolExecutor,
     run: Run,
@@ -139,7 +209,7 @@ def _drive(
             try:
                 running[pool.submit(_in_worker, job)] = job
             except BrokenProcessPool as exc:  # a worker died while we stored a stage
-                raise _died([job, *running.values()]) from exc
+                raise _died([j.name for j in [job, *running.values()]]) from exc
         limit = len(jobs) if failed is None else failed[0]
         waiting = [future for future, job in running.items() if order[job.name] < limit]
         if not waiting:
@@ -166,16 +236,15 @@ def _outcome(
     try:
         return future.result()
     except BrokenProcessPool as exc:
-        raise _died([job, *running.values()]) from exc
+        raise _died([j.name for j in [job, *running.values()]]) from exc
 
 
-def _died(jobs: Sequence[StageJob]) -> WorkerDied:
-    """The error for a broken pool: every running stage is lost with the dead worker."""
-    lost = sorted(job.name for job in jobs)
+def _died(names: Sequence[str], *, what: str = "stage(s)", rerun: str = "--resume") -> WorkerDied:
+    """The error for a broken pool: every running stage (or item) dies with the worker."""
     return WorkerDied(
-        f"a worker process ended without a result while stage(s) {lost} ran: killed or out "
-        "of memory, or it failed to start (a script that asks for workers must guard its "
-        "body with if __name__ == '__main__':); these stages are lost, rerun with --resume"
+        f"a worker process ended without a result while {what} {sorted(names)} ran: killed "
+        "or out of memory, or it failed to start (a script that asks for workers must guard "
+        f"its body with if __name__ == '__main__':); these are lost, rerun with {rerun}"
     )
 
 
@@ -247,10 +316,10 @@ def _in_worker(job: StageJob) -> tuple[Any, list[dict[str, Any]]]:
     try:
         return job.fn(*job.args, log=log, **job.kwargs), records
     except BaseException as exc:  # SystemExit, too: it would end the worker, not the stage
-        raise _portable(exc, job.name) from None
+        raise _portable(exc, f"stage {job.name}") from None
 
 
-def _portable(exc: BaseException, stage: str) -> Exception:
+def _portable(exc: BaseException, label: str) -> Exception:
     """``exc`` if it survives the trip to the parent, else an error that does.
 
     An exception is rebuilt from its ``args``; one whose ``__init__`` takes other
@@ -258,7 +327,7 @@ def _portable(exc: BaseException, stage: str) -> Exception:
     is what the user sees); anything else keeps its traceback in the message.
     """
     if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt: a stage failure
-        return RuntimeError(f"stage {stage} stopped its worker: {type(exc).__name__} {exc}")
+        return RuntimeError(f"{label} stopped its worker: {type(exc).__name__} {exc}")
     try:
         pickle.loads(pickle.dumps(exc))
         return exc
@@ -266,4 +335,4 @@ def _portable(exc: BaseException, stage: str) -> Exception:
         if isinstance(exc, MetalabError):
             return MetalabError(str(exc))
         trace = "".join(traceback.format_exception(exc))
-        return RuntimeError(f"stage {stage} failed in a worker process:\n{trace}")
+        return RuntimeError(f"{label} failed in a worker process:\n{trace}")

@@ -10,6 +10,7 @@ and resumes where it stopped. :mod:`metalab.nas.table` reads the file.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -20,6 +21,7 @@ import torch
 
 from metalab.core.checkpoint import atomic_write_json
 from metalab.core.errors import ConfigError
+from metalab.core.parallel import map_unordered
 from metalab.core.progress import progress
 from metalab.core.seeding import make_generator
 from metalab.core.training import accuracy, train_supervised
@@ -160,6 +162,9 @@ def _record(table: dict, cell: Cell, seed: int, result: CellResult) -> None:
     entry["test_acc"][str(seed)] = result.test_acc
     entry["val_acc"][str(seed)] = result.val_acc
     entry["seconds"][str(seed)] = round(result.seconds, 3)
+    order = {str(s): i for i, s in enumerate(table["seeds"])}  # workers finish in any order
+    for field in ("test_acc", "val_acc", "seconds"):
+        entry[field] = dict(sorted(entry[field].items(), key=lambda item: order[item[0]]))
     table["train_seconds"] += result.seconds
 
 
@@ -175,6 +180,8 @@ def build_table(
     save_every: float = 20.0,
     cells: list[Cell] | None = None,
     shard: tuple[int, int] = (0, 1),
+    workers: int = 1,
+    threads: int = 1,
 ) -> BenchTable:
     """Train every functionally distinct cell of ``space`` for each seed into ``path``.
 
@@ -183,7 +190,10 @@ def build_table(
     continue. ``cells`` restricts this call to (the representatives of) those cells, e.g.
     to split a build by hand; ``shard=(k, n)`` trains only the distinct cells whose index
     is ``k`` mod ``n`` (run ``n`` processes into ``n`` files, then :func:`merge_tables`).
-    The table is marked ``complete`` once every pair is trained.
+    ``workers > 1`` trains that many pairs at once in worker processes of ``threads``
+    torch threads each, into the one file (the script must then guard its body with
+    ``if __name__ == "__main__":``). The table is marked ``complete`` once every pair is
+    trained.
 
     Raises:
         ConfigError: fewer than 2 seeds, or ``path`` holds a different build.
@@ -209,24 +219,42 @@ def build_table(
         for seed in seeds
         if str(seed) not in table["results"].get(cell.to_string(), {}).get("test_acc", {})
     ]
-    data = load_digits_splits(split_seed=recipe.split_seed, device=device)
     started = last_save = time.perf_counter()
+    trained = map_unordered(
+        _train_pair,
+        [(space, cell, recipe, seed, str(device)) for cell, seed in todo],
+        workers=workers,
+        threads=threads,
+        stop=lambda: max_seconds is not None and time.perf_counter() - started > max_seconds,
+    )
     try:
-        for cell, seed in progress(todo, desc=f"bench {space.name}"):
-            if max_seconds is not None and time.perf_counter() - started > max_seconds:
-                break
-            result = train_cell(space, cell, recipe=recipe, seed=seed, data=data, device=device)
-            _record(table, cell, seed, result)
+        for index, result in progress(trained, desc=f"bench {space.name}", total=len(todo)):
+            _record(table, *todo[index], result)
             if time.perf_counter() - last_save > save_every:
                 atomic_write_json(target, table)
                 last_save = time.perf_counter()
     finally:
+        trained.close()  # stops the workers if the loop ended early
         table["complete"] = all(
             len(table["results"].get(c.to_string(), {}).get("test_acc", {})) == len(seeds)
             for c in distinct.values()
         )
         atomic_write_json(target, table)
     return BenchTable.from_dict(table, source=str(target))
+
+
+def _train_pair(
+    space: SearchSpace, cell: Cell, recipe: TrainRecipe, seed: int, device: str
+) -> CellResult:
+    """One ``(cell, seed)`` of a build (module level: worker processes run it)."""
+    data = _digits(recipe.split_seed, device)
+    return train_cell(space, cell, recipe=recipe, seed=seed, data=data, device=device)
+
+
+@functools.lru_cache(maxsize=2)
+def _digits(split_seed: int, device: str) -> DigitsSplits:
+    """The digits splits, loaded once per process."""
+    return load_digits_splits(split_seed=split_seed, device=device)
 
 
 def merge_tables(paths: list[str | Path], out: str | Path) -> BenchTable:

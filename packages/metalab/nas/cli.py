@@ -60,6 +60,13 @@ def bench() -> None:
 )
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads")
 @click.option(
+    "--workers",
+    type=int,
+    default=0,
+    show_default=True,
+    help="cells trained at once, each in its own process (0: one per THREADS cores)",
+)
+@click.option(
     "--shard",
     default="0/1",
     show_default=True,
@@ -73,13 +80,15 @@ def bench_build(
     epochs: int | None,
     max_minutes: float | None,
     threads: int,
+    workers: int,
     shard: str,
     device: str,
 ) -> None:
     """Train every functionally distinct cell of SPACE for each seed (resumable).
 
-    Split a build over processes with --shard K/N (one --out file each), then combine the
-    files with `metalab nas bench merge`.
+    --workers trains several cells at once into the one file. To split a build over
+    machines use --shard K/N (one --out file each), then combine the files with
+    `metalab nas bench merge`.
     """
     import dataclasses
     import shlex
@@ -88,6 +97,7 @@ def bench_build(
     import torch
 
     from metalab.core.device import resolve_device
+    from metalab.core.parallel import default_workers
     from metalab.nas.bench import TrainRecipe, build_table
     from metalab.nas.space import make_space
 
@@ -100,6 +110,8 @@ def bench_build(
         raise ConfigError(f"--max-minutes must be > 0, got {max_minutes}")
     if threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {threads}")
+    if workers < 0:
+        raise ConfigError(f"--workers must be >= 0 (0: one per {threads} cores), got {workers}")
     recipe = TrainRecipe()
     if epochs is not None:
         recipe = dataclasses.replace(recipe, epochs=epochs)
@@ -110,15 +122,18 @@ def bench_build(
         if ("bench" in sys.argv)
         else f"metalab nas bench build --space {space.name} --seeds {seeds}"
     )
+    resolved = resolve_device(device)
     table = build_table(
         space,
         path,
         recipe=recipe,
         seeds=_seeds(seeds),
-        device=resolve_device(device),
+        device=resolved,
         max_seconds=None if max_minutes is None else 60 * max_minutes,
         command=command,
         shard=_shard(shard),
+        workers=workers or default_workers(threads, resolved),
+        threads=threads,
     )
     summary = table.summary()
     state = "complete" if table.complete else "partial (rerun the same command to continue)"

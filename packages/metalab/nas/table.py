@@ -20,6 +20,7 @@ Ranks count every cell of the space (duplicates included, like NAS-Bench-201's 1
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -59,6 +60,11 @@ def check_results(obj: dict[str, Any], source: str) -> dict[str, dict[str, Any]]
     return results
 
 
+def _seed_order(order: dict[str, int]) -> Callable[[tuple[str, Any]], int]:
+    """Sort key: a build's per-seed values in the order of its seeds (workers finish in any)."""
+    return lambda item: order.get(item[0], len(order))
+
+
 class BenchTable:
     """Ground-truth accuracy of the cells of one space, with ranks and regret."""
 
@@ -89,8 +95,11 @@ class BenchTable:
             raise ConfigError(f"{source}: not a ground-truth table (no 'space' field)")
         space = make_space(str(obj["space"]))
         if obj.get("format") == TABLE_FORMAT:
+            order = {str(seed): i for i, seed in enumerate(obj.get("seeds") or [])}
             accs = {
-                cell: [float(v) for v in entry["test_acc"].values()]
+                cell: [
+                    float(v) for _, v in sorted(entry["test_acc"].items(), key=_seed_order(order))
+                ]
                 for cell, entry in check_results(obj, source).items()
                 if entry.get("test_acc")
             }

@@ -7,7 +7,7 @@ Each runner is ``(config: RunConfig, run: Run) -> {metric: number}`` (see
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -17,7 +17,9 @@ from metalab.core.claims import RunConfig, runner_params
 from metalab.core.config import at_least, non_negative, nonempty, positive
 from metalab.core.errors import ConfigError
 from metalab.core.figures import plot_curves, plot_loglog_fit
+from metalab.core.parallel import StageJob, default_workers, run_stages
 from metalab.core.runs import Run
+from metalab.core.seeding import make_generator
 from metalab.core.stats import LogLogFit
 from metalab.ntk.study import (
     ModelConfig,
@@ -57,6 +59,7 @@ class RateParams:
     kernel_seeds: dict[str, int] = field(default_factory=lambda: {"2": 24, "3": 12})
     kernel_t_max: float = non_negative(0.0)  # horizon of the kernel-only lanes (0: t_max)
     threads: int = at_least(1, 1)
+    workers: int = non_negative(0)  # processes for the stages (0: one per `threads` cores)
 
 
 @contextlib.contextmanager
@@ -103,36 +106,58 @@ def _study(config: RunConfig, run: Run, p: RateParams) -> dict[str, dict]:
         }
         for s in p.settings
     }
-    for key, members, width in _groups(p):
+    groups = _groups(p)
+    jobs = []
+    for key, members, width in groups:
         network = width > 0
-        seeds = p.seeds if network else p.kernel_seeds.get(str(members[0].dim), p.seeds)
-        model = replace(p.model, width=width) if network else p.model
-
-        def compute(
-            members: list[Setting] = members,
-            network: bool = network,
-            key: str = key,
-            seeds: int = seeds,
-            model: ModelConfig = model,
-        ) -> dict[str, list]:
-            with torch_threads(p.threads):
-                out = run_problems(
-                    [problems[s.name] for s in members],
-                    model,
+        jobs.append(
+            StageJob(
+                key,
+                _run_group,
+                ([problems[s.name] for s in members],),
+                dict(
+                    model=replace(p.model, width=width) if network else p.model,
                     horizons=horizons if network else kernel_horizons,
-                    seeds=seeds,
+                    seeds=p.seeds if network else p.kernel_seeds.get(str(members[0].dim), p.seeds),
                     network=network,
-                    generator=config.generator(f"sgd/{key}"),
-                )
-            return {name: value.tolist() for name, value in out.items()}
-
-        stored = run.stage(key, compute)
+                    seed=config.seed,
+                    purpose=f"sgd/{key}",
+                ),
+            )
+        )
+    workers = p.workers or default_workers(p.threads, torch.device("cpu"))
+    with torch_threads(p.threads):
+        stored_groups = run_stages(run, jobs, workers=workers, threads=p.threads)
+    for (_, members, width), stored in zip(groups, stored_groups, strict=True):
         for index, setting in enumerate(members):
             entry = results[setting.name]
             for name, value in stored.items():
-                label = name.replace("kernel.", "paired_kernel.") if network else name
+                label = name.replace("kernel.", "paired_kernel.") if width > 0 else name
                 entry[label] = np.asarray(value)[index]
     return results
+
+
+def _run_group(
+    problems: list[Problem],
+    *,
+    model: ModelConfig,
+    horizons: np.ndarray,
+    seeds: int,
+    network: bool,
+    seed: int,
+    purpose: str,
+    log: Callable[..., None],
+) -> dict[str, list]:
+    """One stage: a batched :func:`run_problems` call on its own stream (a worker may run it)."""
+    out = run_problems(
+        problems,
+        model,
+        horizons=horizons,
+        seeds=seeds,
+        network=network,
+        generator=make_generator(seed, purpose),
+    )
+    return {name: value.tolist() for name, value in out.items()}
 
 
 def _groups(p: RateParams) -> list[tuple[str, list[Setting], int]]:

@@ -1,0 +1,75 @@
+"""map_unordered: items in worker processes, yielded as they finish, workers stopped on exit."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+import torch
+
+from metalab.core.errors import ConfigError
+from metalab.core.parallel import map_unordered
+
+
+def seeded_draw(seed: int, size: int) -> tuple[list[float], int]:
+    """Module level: workers import it. Returns the draw and the worker's thread count."""
+    draw = torch.randn(size, generator=torch.Generator().manual_seed(seed))
+    return draw.tolist(), torch.get_num_threads()
+
+
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def refuses_seven(seed: int) -> int:
+    if seed == 7:
+        raise ConfigError(f"seed {seed} is not allowed")
+    time.sleep(60.0)
+    return seed
+
+
+def _no_children_within(seconds: float) -> bool:
+    deadline = time.perf_counter() + seconds
+    while multiprocessing.active_children() and time.perf_counter() < deadline:
+        time.sleep(0.1)
+    return not multiprocessing.active_children()
+
+
+def test_workers_yield_every_item_once_with_the_result_it_has_here() -> None:
+    items = [(seed, 5) for seed in (4, 1, 3)]
+    here = dict(map_unordered(seeded_draw, items, workers=1, threads=1))
+    there = dict(map_unordered(seeded_draw, items, workers=2, threads=1))
+    assert sorted(there) == [0, 1, 2]
+    assert {i: r[0] for i, r in there.items()} == {i: r[0] for i, r in here.items()}
+    assert all(r[1] == 1 for r in there.values())  # the workers' thread count
+
+
+def test_stop_starts_nothing_new_but_yields_what_is_running() -> None:
+    asked = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) > 2  # two items start, then the deadline passes
+
+    got = list(map_unordered(nap, [(0.2,)] * 6, workers=2, threads=1, stop=stop))
+    assert sorted(i for i, _ in got) == [0, 1]
+    assert list(map_unordered(nap, [(0.0,)] * 3, workers=1, threads=1, stop=lambda: True)) == []
+
+
+def test_leaving_early_kills_the_running_workers() -> None:
+    started = time.perf_counter()
+    results = map_unordered(nap, [(0.0,), (60.0,), (60.0,)], workers=2, threads=1)
+    assert next(results) == (0, 0.0)
+    results.close()
+    assert _no_children_within(10.0)
+    assert time.perf_counter() - started < 30
+
+
+def test_an_error_in_a_worker_reaches_the_caller_and_stops_the_rest() -> None:
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="seed 7 is not allowed"):
+        list(map_unordered(refuses_seven, [(8,), (7,), (9,)], workers=2, threads=1))
+    assert _no_children_within(10.0)
+    assert time.perf_counter() - started < 30
