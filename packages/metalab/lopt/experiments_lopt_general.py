@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ from metalab.core import Run, RunConfig
 from metalab.core.claims import runner_params
 from metalab.core.config import at_least, bounded, non_negative, nonempty
 from metalab.core.figures import plot_curves
+from metalab.core.parallel import StageJob, default_workers, run_stages
+from metalab.core.seeding import make_generator
 from metalab.lopt.evaluation import (
     DEFAULT_GRIDS,
     BaselineResult,
@@ -33,7 +36,7 @@ from metalab.lopt.evaluation import (
     plot_speedup_fraction,
 )
 from metalab.lopt.experiments_toy import single_thread
-from metalab.lopt.interfaces import OptimizerArch, Task
+from metalab.lopt.interfaces import OptimizerArch
 
 __all__ = [
     "BaselinesParams",
@@ -67,6 +70,7 @@ class BaselinesParams:
     sgdm_grid: list[float] = bounded(default_factory=list, gt=0)  # empty: the default grid
     horizon_factor: float = at_least(1, 2.0)
     eval_every: int = non_negative(0)  # 0: about 20 evaluations per run
+    workers: int = non_negative(0)  # processes evaluating tasks side by side (0: one per core)
 
 
 @runner_params(BaselinesParams)
@@ -75,37 +79,73 @@ def vs_tuned_baselines(config: RunConfig, run: Run) -> dict[str, float]:
     from metalab.lopt.task_families import task_set
 
     p = config.typed(BaselinesParams)
-    arch, theta, described = resolve_weights(p.weights, generator=config.generator("init"))
+    arch, _, described = resolve_weights(p.weights, generator=config.generator("init"))
     run.log(weights=p.weights, described=described, theta_dim=arch.theta_dim)
     grids = {**DEFAULT_GRIDS}
     if p.adam_grid:
         grids["adam"] = tuple(p.adam_grid)
     if p.sgdm_grid:
         grids["sgdm"] = tuple(p.sgdm_grid)
-    results = []
-    for task in task_set(p.tasks, config.torch_device):
-
-        def compute(task: Task = task) -> dict[str, Any]:
-            with single_thread():
-                result = evaluate_task(
-                    arch,
-                    theta,
-                    task,
-                    p.steps,
-                    baselines=p.baselines,
-                    grids=grids,
-                    seed=config.seed,
-                    horizon_factor=p.horizon_factor,
-                    eval_every=p.eval_every or None,
-                )
-            return asdict(result)
-
-        results.append(_task_result(run.stage(f"task-{task.name}", compute)))
+    options = dict(
+        weights=p.weights,
+        tasks=p.tasks,
+        device=str(config.torch_device),
+        seed=config.seed,
+        steps=p.steps,
+        baselines=p.baselines,
+        grids=grids,
+        horizon_factor=p.horizon_factor,
+        eval_every=p.eval_every,
+    )
+    jobs = [
+        StageJob(f"task-{task.name}", _evaluate_stage, (task.name,), options)
+        for task in task_set(p.tasks, config.torch_device)
+    ]
+    workers = p.workers or default_workers(1, config.torch_device)
+    results = [_task_result(r) for r in run_stages(run, jobs, workers=workers, threads=1)]
     report = EvaluationReport(p.steps, p.horizon_factor, results)
     (run.dir / "evaluation.json").write_text(json.dumps(report.to_dict(), indent=1))
     plot_speedup_fraction(report, run.figure_path("fraction_vs_speedup.png"))
     _plot_task_curves(run, report)
     return _baseline_metrics(report, p.baselines)
+
+
+def _evaluate_stage(
+    task_name: str,
+    *,
+    weights: str,
+    tasks: str,
+    device: str,
+    seed: int,
+    steps: int,
+    baselines: list[str],
+    grids: dict[str, tuple[float, ...]],
+    horizon_factor: float,
+    eval_every: int,
+    log: Callable[..., None],
+) -> dict[str, Any]:
+    """One held-out task's stage (module level: a worker process may run it).
+
+    The weights and the task are rebuilt from their names (tasks hold unpicklable
+    closures); the same names give the same θ and task in any process.
+    """
+    from metalab.lopt.task_families import task_set
+
+    arch, theta, _ = resolve_weights(weights, generator=make_generator(seed, "init"))
+    task = next(t for t in task_set(tasks, device) if t.name == task_name)
+    with single_thread():
+        result = evaluate_task(
+            arch,
+            theta,
+            task,
+            steps,
+            baselines=baselines,
+            grids=grids,
+            seed=seed,
+            horizon_factor=horizon_factor,
+            eval_every=eval_every or None,
+        )
+    return asdict(result)
 
 
 def _task_result(data: dict[str, Any]) -> TaskResult:
