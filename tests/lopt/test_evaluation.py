@@ -16,6 +16,7 @@ from metalab.lopt.evaluation import (
     train_task,
     tune_baseline,
 )
+from metalab.lopt.experiments_toy import single_thread
 from metalab.lopt.task_zoo import MLPTask, QuadraticTask
 
 
@@ -149,6 +150,7 @@ def test_cli_evaluate_table_json_and_errors(tmp_path):
         (["baseline:adam", "--tasks", "mlp-digit"], "did you mean"),
         (["baseline:adam", "--steps", "0"], "--steps"),
         (["baseline:adam", "--baselines", "rmsprop"], "--baselines"),
+        (["baseline:adam", "--workers", "-1"], "--workers must be >= 0"),
     ]:
         result = runner.invoke(cli, ["lopt", "evaluate", *bad])
         assert result.exit_code == 2, result.output
@@ -166,6 +168,22 @@ def test_cli_evaluate_reads_a_weights_file(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.output)["tasks"]) == 2
+
+
+def test_cli_evaluate_trains_tasks_side_by_side_in_worker_processes(tmp_path):
+    """Workers rebuild the weights and tasks by name: same tasks, same order, same losses."""
+    from metalab.lopt.weights import save_weights
+
+    path = save_weights(tmp_path / "w.pt", AdamArch.theta(lr=3e-2), arch="adam")
+    reports = {}
+    for workers in ("1", "2"):
+        args = ["lopt", "evaluate", str(path), "--tasks", "quadratic", "--steps", "5"]
+        with single_thread():  # the workers' thread count: the same float rounding
+            result = CliRunner().invoke(cli, [*args, "--workers", workers, "--json"])
+        assert result.exit_code == 0, result.output
+        reports[workers] = json.loads(result.output)
+    assert [t["task"] for t in reports["2"]["tasks"]] == [t["task"] for t in reports["1"]["tasks"]]
+    assert reports["2"] == reports["1"]
 
 
 @pytest.mark.parametrize("name", arch_names())

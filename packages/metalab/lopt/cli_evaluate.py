@@ -19,7 +19,7 @@ from metalab.core.errors import ConfigError
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from metalab.lopt.evaluation import EvaluationReport
+    from metalab.lopt.evaluation import EvaluationReport, TaskResult
     from metalab.lopt.interfaces import OptimizerArch
 
 __all__ = ["evaluate", "resolve_weights"]
@@ -99,6 +99,13 @@ def _parse_baselines(text: str) -> list[str]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda[:N]")
 @click.option(
+    "--workers",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Tasks trained side by side, one single-threaded process each (0: one per CPU core).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -113,6 +120,7 @@ def evaluate(
     horizon_factor: float,
     seed: int,
     device: str,
+    workers: int,
     out: Path | None,
     as_json: bool,
 ) -> None:
@@ -124,18 +132,29 @@ def evaluate(
     """
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
+    if workers < 0:
+        raise ConfigError(f"--workers must be >= 0 (0: one per CPU core), got {workers}")
     names = _parse_baselines(baselines)
     from metalab.core.device import resolve_device
-    from metalab.lopt.evaluation import evaluate as run_evaluation
-    from metalab.lopt.evaluation import plot_speedup_fraction
+    from metalab.core.parallel import default_workers, map_unordered
+    from metalab.lopt.evaluation import EvaluationReport, plot_speedup_fraction
     from metalab.lopt.task_families import task_set
 
     torch_device = resolve_device(device)
-    arch, theta = resolve_weights(weights)
-    tasks = task_set(task_spec, torch_device)
-    report = run_evaluation(
-        arch, theta, tasks, steps, baselines=names, seed=seed, horizon_factor=horizon_factor
+    resolve_weights(weights)  # a bad file or name fails here, before any worker starts
+    tasks = [task.name for task in task_set(task_spec, torch_device)]
+    if not tasks:
+        raise ConfigError(f"--tasks {task_spec!r} holds no task")
+    options = (weights, task_spec, str(torch_device), steps, names, seed, horizon_factor)
+    results = dict(
+        map_unordered(
+            _evaluate_named_task,
+            [(name, *options) for name in tasks],
+            workers=workers or default_workers(1, torch_device),
+            threads=1,
+        )
     )
+    report = EvaluationReport(steps, horizon_factor, [results[i] for i in range(len(tasks))])
     summary = _summary(report, names)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -151,6 +170,27 @@ def evaluate(
             f"matches or beats tuned {name} on {summary[name]['fraction']:.0%} of "
             f"{len(report.tasks)} tasks (worst speed-up {summary[name]['worst']:.2f}x)"
         )
+
+
+def _evaluate_named_task(
+    task_name: str,
+    weights: str,
+    task_spec: str,
+    device: str,
+    steps: int,
+    baselines: list[str],
+    seed: int,
+    horizon_factor: float,
+) -> TaskResult:
+    """One task of the evaluation (module level: worker processes run it by name)."""
+    from metalab.lopt.evaluation import evaluate_task
+    from metalab.lopt.task_families import task_set
+
+    arch, theta = resolve_weights(weights)
+    task = next(t for t in task_set(task_spec, device) if t.name == task_name)
+    return evaluate_task(
+        arch, theta, task, steps, baselines=baselines, seed=seed, horizon_factor=horizon_factor
+    )
 
 
 def _summary(report: EvaluationReport, names: list[str]) -> dict[str, Any]:
