@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 
 import pytest
 import torch
 
 from metalab.core.errors import ConfigError
-from metalab.core.parallel import map_unordered
+from metalab.core.parallel import WorkerDied, map_unordered
 
 
 def seeded_draw(seed: int, size: int) -> tuple[list[float], int]:
@@ -28,6 +29,21 @@ def refuses_seven(seed: int) -> int:
         raise ConfigError(f"seed {seed} is not allowed")
     time.sleep(60.0)
     return seed
+
+
+def dies_or_returns(index: int) -> int:
+    """Item 1 kills its worker after the others were handed out; the rest return."""
+    if index == 1:
+        time.sleep(0.5)
+        os._exit(3)
+    return index
+
+
+def fails_slowly_or_returns(index: int, seconds: float) -> int:
+    time.sleep(seconds)
+    if index == 1:
+        raise ConfigError("item one is refused")
+    return index
 
 
 def _no_children_within(seconds: float) -> bool:
@@ -73,3 +89,31 @@ def test_an_error_in_a_worker_reaches_the_caller_and_stops_the_rest() -> None:
         list(map_unordered(refuses_seven, [(8,), (7,), (9,)], workers=2, threads=1))
     assert _no_children_within(10.0)
     assert time.perf_counter() - started < 30
+
+
+def test_a_worker_that_dies_while_the_caller_works_is_a_worker_died_naming_the_items() -> None:
+    results = map_unordered(
+        dies_or_returns, [(i,) for i in range(4)], workers=2, threads=1, labels="abcd"
+    )
+    first = next(results)
+    assert first == (0, 0)
+    time.sleep(2.0)  # item 1's worker dies meanwhile: the next start finds the pool broken
+    with pytest.raises(WorkerDied, match=r"while item\(s\) \['b'"):
+        list(results)
+    assert _no_children_within(10.0)
+
+
+def test_items_that_finish_with_a_failing_one_are_yielded_before_its_error() -> None:
+    """Item 0 returns at once; 1 (fails), 2 and 3 end together while the caller is busy."""
+    items = [(0, 0.0), (1, 2.0), (2, 2.0), (3, 2.0)]
+    got = []
+
+    def consume() -> None:
+        for index, result in map_unordered(fails_slowly_or_returns, items, workers=4, threads=1):
+            got.append(result)
+            if index == 0:
+                time.sleep(3.0)
+
+    with pytest.raises(ConfigError, match="item one is refused"):
+        consume()
+    assert sorted(got) == [0, 2, 3]

@@ -206,6 +206,8 @@ def test_workers_build_the_table_one_process_builds(tmp_path):
     )
     assert side_by_side.seed_accuracies == alone.seed_accuracies
     assert len(alone.seed_accuracies) == 4
+    files = [json.loads((tmp_path / name).read_text()) for name in ("a.json", "b.json")]
+    assert list(files[1]["results"]) == list(files[0]["results"])  # the space's cell order
     stopped = build_table(
         space, tmp_path / "c.json", recipe=recipe, seeds=[0, 1], workers=2, max_seconds=0.0
     )
@@ -223,3 +225,22 @@ def test_per_seed_accuracies_follow_the_build_seeds_whatever_order_they_were_sto
     entry["test_acc"] = {"1": 0.25, "0": 0.75}  # seed 1 finished first in another worker
     table = BenchTable.from_dict(raw)
     assert raw["seeds"][:2] == [0, 1] and table.seed_accuracies[cell] == [0.75, 0.25]
+
+
+def test_a_table_whose_seeds_field_is_not_a_list_still_loads():
+    raw = json.loads(shipped_table_path("skip-conv3").read_text())
+    raw["seeds"] = 2
+    assert len(BenchTable.from_dict(raw).seed_accuracies) == 64
+
+
+def test_cli_a_dead_worker_is_one_line(monkeypatch):
+    from metalab.core.parallel import WorkerDied
+    from metalab.nas import bench
+
+    def dies(*args, **kwargs):
+        raise WorkerDied("a worker process ended without a result while item(s) ['x'] ran")
+
+    monkeypatch.setattr(bench, "build_table", dies)
+    result = CliRunner().invoke(cli, ["nas", "bench", "build", "--space", "skip-conv3"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.output.startswith("Error: a worker process ended without a result")

@@ -18,6 +18,7 @@ import click
 
 from metalab import __version__
 from metalab.core.errors import MetalabError, first_line
+from metalab.core.parallel import WorkerDied
 
 __all__ = ["cli", "main"]
 
@@ -81,6 +82,9 @@ class LazyGroup(click.Group):
         except MetalabError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(2)
+        except WorkerDied as exc:  # not bad input, and no traceback to read: one line
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
         except (MemoryError, RuntimeError) as exc:
             if not _out_of_memory(exc):
                 raise

@@ -17,13 +17,14 @@ core") means one process unless the ``metalab`` command, which is guarded, turne
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
 import threading
 import traceback
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ __all__ = [
     "enable_auto_workers",
     "map_unordered",
     "run_stages",
+    "torch_threads",
 ]
 
 _AUTO = {"enabled": False}
@@ -129,26 +131,31 @@ def map_unordered(
     workers: int,
     threads: int,
     stop: Callable[[], bool] = lambda: False,
+    labels: Sequence[str] | None = None,
 ) -> Generator[tuple[int, Any], None, None]:
     """``(index, fn(*item))`` for each item as it finishes, ``workers`` processes at a time.
 
     For work whose results the caller stores itself (e.g. a table saved every few
     seconds): nothing is kept here, so whatever the caller stored survives an error.
     ``stop()`` is asked before each item starts; when it says True no further item starts
-    and the running ones are still yielded. ``workers <= 1`` runs the items here, in order.
+    and the running ones are still yielded. ``workers <= 1`` runs the items here, in order
+    (a single item too, with ``threads`` threads). ``labels`` name the items in errors.
     Closing the generator (leaving the loop early), an error or Ctrl-C kills the workers.
 
     Raises:
-        Whatever ``fn`` raised (the other running items are lost), or WorkerDied.
+        Whatever ``fn`` raised, once the items that finished with it are yielded (the
+        items still running are lost), or WorkerDied.
     """
+    todo = deque(enumerate(items))
+    names = list(labels) if labels is not None else [f"item {i}" for i in range(len(todo))]
+    if workers <= 1 or len(todo) <= 1:
+        with torch_threads(threads if workers > 1 else 0):
+            while todo and not stop():
+                index, item = todo.popleft()
+                yield index, fn(*item)
+        return
     import torch.multiprocessing
 
-    todo = deque(enumerate(items))
-    if workers <= 1 or len(todo) <= 1:
-        while todo and not stop():
-            index, item = todo.popleft()
-            yield index, fn(*item)
-        return
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(todo)),
         mp_context=torch.multiprocessing.get_context("spawn"),
@@ -157,32 +164,73 @@ def map_unordered(
     )
     running: dict[Future, int] = {}
     try:
-        while True:
-            while todo and len(running) < workers and not stop():
-                index, item = todo.popleft()
-                running[pool.submit(_call_in_worker, fn, item, index)] = index
-            if not running:
-                break
+        while _refill(pool, fn, todo, running, workers, stop, names):
             done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
+            error: BaseException | None = None
+            for future in sorted(done, key=lambda f: running[f]):
                 index = running.pop(future)
                 try:
                     result = future.result()
-                except BrokenProcessPool as exc:
-                    lost = [str(i) for i in [index, *running.values()]]
-                    raise _died(lost, what="item(s)", rerun="the same command") from exc
+                except BrokenProcessPool as exc:  # every running item died with the pool
+                    lost = [names[i] for i in sorted([index, *running.values()])]
+                    error = error or _item_died(lost, exc)
+                    continue
+                except Exception as exc:
+                    error = error or exc
+                    continue
                 yield index, result
+            if error is not None:
+                raise error
     except BaseException:
         _stop(pool)
         raise
     pool.shutdown()
 
 
-def _call_in_worker(fn: Callable[..., Any], item: tuple[Any, ...], index: int) -> Any:
+def _refill(
+    pool: ProcessPoolExecutor,
+    fn: Callable[..., Any],
+    todo: deque[tuple[int, tuple[Any, ...]]],
+    running: dict[Future, int],
+    workers: int,
+    stop: Callable[[], bool],
+    names: list[str],
+) -> bool:
+    """Start items until ``workers`` run; whether any item is running."""
+    while todo and len(running) < workers and not stop():
+        index, item = todo.popleft()
+        try:
+            running[pool.submit(_call_in_worker, fn, item, names[index])] = index
+        except BrokenProcessPool as exc:  # a worker died while the caller used a result
+            raise _item_died([names[i] for i in sorted([index, *running.values()])], exc) from exc
+    return bool(running)
+
+
+def _item_died(lost: list[str], cause: BaseException) -> WorkerDied:
+    error = _died(lost, what="item(s)", rerun="the same command")
+    error.__cause__ = cause
+    return error
+
+
+def _call_in_worker(fn: Callable[..., Any], item: tuple[Any, ...], label: str) -> Any:
     try:
         return fn(*item)
     except BaseException as exc:  # SystemExit, too: it would end the worker, not the item
-        raise _portable(exc, f"item {index}") from None
+        raise _portable(exc, label) from None
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run a block with ``count`` intra-op threads (``0``: leave torch's setting alone)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count > 0:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _drive(
@@ -242,9 +290,10 @@ def _outcome(
 def _died(names: Sequence[str], *, what: str = "stage(s)", rerun: str = "--resume") -> WorkerDied:
     """The error for a broken pool: every running stage (or item) dies with the worker."""
     return WorkerDied(
-        f"a worker process ended without a result while {what} {sorted(names)} ran: killed "
-        "or out of memory, or it failed to start (a script that asks for workers must guard "
-        f"its body with if __name__ == '__main__':); these are lost, rerun with {rerun}"
+        f"a worker process ended without a result while {what} {list(names)} ran: killed "
+        "(the out-of-memory killer, for one), or it failed to start (a script that asks for "
+        "workers must guard its body with if __name__ == '__main__':); these are lost, rerun "
+        f"with {rerun}"
     )
 
 

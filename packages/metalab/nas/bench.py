@@ -226,6 +226,7 @@ def build_table(
         workers=workers,
         threads=threads,
         stop=lambda: max_seconds is not None and time.perf_counter() - started > max_seconds,
+        labels=[f"{cell.to_string()} seed {seed}" for cell, seed in todo],
     )
     try:
         for index, result in progress(trained, desc=f"bench {space.name}", total=len(todo)):
@@ -235,12 +236,24 @@ def build_table(
                 last_save = time.perf_counter()
     finally:
         trained.close()  # stops the workers if the loop ended early
+        _in_cell_order(table, distinct)  # workers finish in any order
         table["complete"] = all(
             len(table["results"].get(c.to_string(), {}).get("test_acc", {})) == len(seeds)
             for c in distinct.values()
         )
         atomic_write_json(target, table)
     return BenchTable.from_dict(table, source=str(target))
+
+
+def _in_cell_order(table: dict, distinct: dict[str, Cell]) -> None:
+    """Results in the space's cell order, as a one-process build writes them.
+
+    Ties in ``best_cell`` and ``show --top`` go to the first stored cell.
+    """
+    position = {cell.to_string(): i for i, cell in enumerate(distinct.values())}
+    table["results"] = dict(
+        sorted(table["results"].items(), key=lambda item: position.get(item[0], len(position)))
+    )
 
 
 def _train_pair(

@@ -138,7 +138,7 @@ def bench_build(
     summary = table.summary()
     state = "complete" if table.complete else "partial (rerun the same command to continue)"
     click.echo(f"{path}: {summary['entries']} distinct cells trained, {state}")
-    click.echo(f"training time so far: {summary['train_seconds']:.0f} s")
+    click.echo(f"training time so far: {summary['train_seconds']:.0f} s (summed over workers)")
 
 
 @bench.command("merge")

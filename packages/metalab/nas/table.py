@@ -95,7 +95,8 @@ class BenchTable:
             raise ConfigError(f"{source}: not a ground-truth table (no 'space' field)")
         space = make_space(str(obj["space"]))
         if obj.get("format") == TABLE_FORMAT:
-            order = {str(seed): i for i, seed in enumerate(obj.get("seeds") or [])}
+            seeds = obj.get("seeds")
+            order = {str(s): i for i, s in enumerate(seeds)} if isinstance(seeds, list) else {}
             accs = {
                 cell: [
                     float(v) for _, v in sorted(entry["test_acc"].items(), key=_seed_order(order))

@@ -6,8 +6,7 @@ Each runner is ``(config: RunConfig, run: Run) -> {metric: number}`` (see
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -17,7 +16,7 @@ from metalab.core.claims import RunConfig, runner_params
 from metalab.core.config import at_least, non_negative, nonempty, positive
 from metalab.core.errors import ConfigError
 from metalab.core.figures import plot_curves, plot_loglog_fit
-from metalab.core.parallel import StageJob, default_workers, run_stages
+from metalab.core.parallel import StageJob, default_workers, run_stages, torch_threads
 from metalab.core.runs import Run
 from metalab.core.seeding import make_generator
 from metalab.core.stats import LogLogFit
@@ -60,17 +59,6 @@ class RateParams:
     kernel_t_max: float = non_negative(0.0)  # horizon of the kernel-only lanes (0: t_max)
     threads: int = at_least(1, 1)
     workers: int = non_negative(0)  # processes for the stages (0: one per `threads` cores)
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run a block with ``count`` intra-op threads (small batched steps are fastest on 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, count))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _study(config: RunConfig, run: Run, p: RateParams) -> dict[str, dict]:
