@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +21,9 @@ from torch import Tensor
 
 from metalab.core import Run, RunConfig
 from metalab.core.claims import runner_params
-from metalab.core.config import at_least, nonempty, positive
+from metalab.core.config import at_least, non_negative, nonempty, positive
 from metalab.core.errors import ConfigError
+from metalab.core.parallel import StageJob, default_workers, run_stages
 from metalab.lopt.experiments_toy import _estimator, _train_method, parse_method, single_thread
 from metalab.lopt.systems import State, UnrolledSystem
 from metalab.lopt.tasks import DigitsMLP
@@ -127,6 +129,7 @@ class ManyHyperparamsParams:
     eval_episodes: int = at_least(1, 8)
     loss_clip: float = positive(10.0)
     repeats: int = at_least(1, 1)
+    workers: int = non_negative(0)  # stages side by side, one 1-thread process each (0: per core)
 
 
 @runner_params(ManyHyperparamsParams)
@@ -136,7 +139,8 @@ def many_hyperparams(config: RunConfig, run: Run) -> dict[str, float]:
     With ``repeats > 1`` every method is re-run with independent noise/data streams (repeat 0
     uses the streams of a single run) and each ``*.meta_loss`` is the mean over repeats, all
     measured on the same evaluation episodes; ``pes_best_fraction`` counts the repeats in
-    which PES beat every other method.
+    which PES beat every other method. Every method of every repeat is its own stage on
+    one thread, so ``workers`` processes run them side by side with the same numbers.
     """
     p = config.typed(ManyHyperparamsParams)
     if p.repeats < 1:
@@ -144,14 +148,23 @@ def many_hyperparams(config: RunConfig, run: Run) -> dict[str, float]:
     system = ManyHyperparamsSystem(
         horizon=p.horizon, sizes=tuple(p.sizes), device=config.torch_device
     )
-    evaluate = functools.partial(_clipped_meta_loss, config, system, p.loss_clip)
-    metrics: dict[str, float] = {"hyperparameters": float(system.theta_dim)}
-    metrics["start"] = run.stage(
-        "start", lambda: float(evaluate(system.initial_theta(), p.eval_episodes))
-    )
+    jobs = [StageJob("start", _start_stage, (config, system, p))]
+    for rep in range(p.repeats):
+        suffix = "" if rep == 0 else f"/rep{rep}"
+        jobs += [
+            StageJob(parse_method(m)[2] + suffix, _method_stage, (config, system, p, m, suffix))
+            for m in p.methods
+        ]
+        jobs.append(StageJob("random-search" + suffix, _search_stage, (config, system, p, suffix)))
+    workers = p.workers or default_workers(1, config.torch_device)
+    stored = run_stages(run, jobs, workers=workers, threads=1)
+    metrics: dict[str, float] = {"hyperparameters": float(system.theta_dim), "start": stored[0]}
     labels = [parse_method(m)[2] for m in p.methods] + ["random_search"]
     runs = torch.tensor(
-        [_one_repeat(config, run, p, system, evaluate, rep) for rep in range(p.repeats)],
+        [
+            [out["meta"] for out in stored[1 + rep * len(labels) :][: len(labels)]]
+            for rep in range(p.repeats)
+        ],
         dtype=torch.float64,
     )  # [repeats, methods]
     means = runs.mean(dim=0)
@@ -169,42 +182,43 @@ def many_hyperparams(config: RunConfig, run: Run) -> dict[str, float]:
     return metrics
 
 
-def _one_repeat(
+def _start_stage(
     config: RunConfig,
-    run: Run,
-    p: ManyHyperparamsParams,
     system: ManyHyperparamsSystem,
-    evaluate: Any,
-    rep: int,
-) -> list[float]:
-    """Meta-losses of every ES method and of random search for one repeat (memoized stages)."""
-    suffix = "" if rep == 0 else f"/rep{rep}"
-    losses = []
-    for method in p.methods:
-        name, k, label = parse_method(method)
+    p: ManyHyperparamsParams,
+    *,
+    log: Callable[..., None],
+) -> float:
+    """The initial θ's meta-loss (module level, like every stage: a worker may run it)."""
+    return float(
+        _clipped_meta_loss(config, system, p.loss_clip, system.initial_theta(), p.eval_episodes)
+    )
 
-        def train(name: str = name, k: int = k, label: str = label) -> dict[str, Any]:
-            estimator = _estimator(
-                name, k, pairs=p.pairs, sigma=p.sigma, nan_loss=p.loss_clip, loss_clip=p.loss_clip
-            )
-            result = _train_method(
-                config,
-                system,
-                estimator,
-                steps=p.outer_steps,
-                optimizer=lambda params: torch.optim.Adam(params, lr=p.outer_lr),
-                stream=label + suffix,
-            )
-            return {
-                "meta": float(evaluate(result.theta, p.eval_episodes)),
-                "steps": result.inner_steps,
-            }
 
-        losses.append(run.stage(label + suffix, train)["meta"])
-    budget = p.outer_steps * 2 * p.pairs * p.truncation
-    search = functools.partial(_random_search, config, p, system, evaluate, budget, suffix)
-    losses.append(run.stage("random-search" + suffix, search)["meta"])
-    return losses
+def _method_stage(
+    config: RunConfig,
+    system: ManyHyperparamsSystem,
+    p: ManyHyperparamsParams,
+    method: str,
+    suffix: str,
+    *,
+    log: Callable[..., None],
+) -> dict[str, Any]:
+    """Meta-train one ES method of one repeat; its θ's meta-loss on the evaluation episodes."""
+    name, k, label = parse_method(method)
+    estimator = _estimator(
+        name, k, pairs=p.pairs, sigma=p.sigma, nan_loss=p.loss_clip, loss_clip=p.loss_clip
+    )
+    result = _train_method(
+        config,
+        system,
+        estimator,
+        steps=p.outer_steps,
+        optimizer=functools.partial(torch.optim.Adam, lr=p.outer_lr),
+        stream=label + suffix,
+    )
+    meta = _clipped_meta_loss(config, system, p.loss_clip, result.theta, p.eval_episodes)
+    return {"meta": float(meta), "steps": result.inner_steps}
 
 
 def _clipped_meta_loss(
@@ -223,19 +237,22 @@ def _clipped_meta_loss(
     return torch.nan_to_num(total / system.length, nan=clip).clamp(max=clip)
 
 
-def _random_search(
+def _search_stage(
     config: RunConfig,
-    p: ManyHyperparamsParams,
     system: ManyHyperparamsSystem,
-    evaluate: Any,
-    budget: int,
-    suffix: str = "",
+    p: ManyHyperparamsParams,
+    suffix: str,
+    *,
+    log: Callable[..., None],
 ) -> dict[str, Any]:
-    """Random search with ``budget`` inner steps: one episode per configuration."""
-    count = max(1, budget // p.horizon)
+    """Random search with the inner steps of one ES method: one episode per configuration."""
+    count = max(1, p.outer_steps * 2 * p.pairs * p.truncation // p.horizon)
     candidates = random_box(
         system.tensors, system.layers, count, generator=config.generator("random-search" + suffix)
+    ).to(system.device)
+    scores = _clipped_meta_loss(
+        config, system, p.loss_clip, candidates, 1, purpose="random-search-data" + suffix
     )
-    scores = evaluate(candidates.to(system.device), 1, purpose="random-search-data" + suffix)
     best = candidates[int(scores.argmin())]
-    return {"meta": float(evaluate(best.to(system.device), p.eval_episodes)), "count": count}
+    meta = _clipped_meta_loss(config, system, p.loss_clip, best, p.eval_episodes)
+    return {"meta": float(meta), "count": count}
