@@ -31,10 +31,10 @@ def refuses_seven(seed: int) -> int:
     return seed
 
 
-def dies_or_returns(index: int) -> int:
-    """Item 1 kills its worker after the others were handed out; the rest return."""
+def dies_or_returns(index: int, seconds: float) -> int:
+    """Item 1 kills its worker after ``seconds``; the others return after theirs."""
+    time.sleep(seconds)
     if index == 1:
-        time.sleep(0.5)
         os._exit(3)
     return index
 
@@ -91,15 +91,20 @@ def test_an_error_in_a_worker_reaches_the_caller_and_stops_the_rest() -> None:
     assert time.perf_counter() - started < 30
 
 
-def test_a_worker_that_dies_while_the_caller_works_is_a_worker_died_naming_the_items() -> None:
-    results = map_unordered(
-        dies_or_returns, [(i,) for i in range(4)], workers=2, threads=1, labels="abcd"
-    )
-    first = next(results)
-    assert first == (0, 0)
-    time.sleep(2.0)  # item 1's worker dies meanwhile: the next start finds the pool broken
-    with pytest.raises(WorkerDied, match=r"while item\(s\) \['b'"):
-        list(results)
+def test_a_dead_worker_loses_only_its_item_and_the_finished_ones_are_yielded() -> None:
+    """0 returns at once; while the caller works, 2 finishes and 1's worker dies: 2 is still
+    yielded, only 1 is named lost, and 3 (never started) is not."""
+    items = [(0, 0.0), (1, 0.5), (2, 0.2), (3, 0.0)]
+    got = []
+
+    def consume() -> None:
+        for index, _ in map_unordered(dies_or_returns, items, workers=3, threads=1, labels="abcd"):
+            got.append(index)
+            time.sleep(2.0 if index == 0 else 0.0)
+
+    with pytest.raises(WorkerDied, match=r"while item\(s\) \['b'\] ran"):
+        consume()
+    assert got == [0, 2]
     assert _no_children_within(10.0)
 
 

@@ -17,24 +17,25 @@ core") means one process unless the ``metalab`` command, which is guarded, turne
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
-import os
-import pickle
-import threading
-import traceback
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from metalab.core.errors import MetalabError
+from metalab.core.worker_pool import (
+    WorkerDied,
+    default_workers,
+    enable_auto_workers,
+    portable_error,
+    spawn_pool,
+    stop_pool,
+    torch_threads,
+    worker_died,
+)
 
-if TYPE_CHECKING:  # torch and the run folder are imported when used: the CLI imports this
-    import torch
-
+if TYPE_CHECKING:  # the run folder is imported when used: the CLI imports this module
     from metalab.core.runs import Run
 
 __all__ = [
@@ -46,12 +47,6 @@ __all__ = [
     "run_stages",
     "torch_threads",
 ]
-
-_AUTO = {"enabled": False}
-
-
-class WorkerDied(RuntimeError):
-    """A worker process ended without a result (killed, out of memory, crashed)."""
 
 
 @dataclass(frozen=True)
@@ -66,23 +61,6 @@ class StageJob:
     fn: Callable[..., Any]
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-def enable_auto_workers(enabled: bool = True) -> None:
-    """Let ``workers=0`` use one process per core (the ``metalab`` command turns it on)."""
-    _AUTO["enabled"] = enabled
-
-
-def default_workers(threads: int, device: torch.device) -> int:
-    """Processes for ``workers=0``: one per ``threads`` cores on a CPU, else one.
-
-    One when auto workers are off (see the module docstring), on a GPU, and when
-    ``threads`` is 0 (torch's own thread count already fills the cores).
-    """
-    if not _AUTO["enabled"] or device.type != "cpu" or threads < 1:
-        return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // threads)
 
 
 def run_stages(run: Run, jobs: Sequence[StageJob], *, workers: int, threads: int) -> list[Any]:
@@ -100,8 +78,6 @@ def run_stages(run: Run, jobs: Sequence[StageJob], *, workers: int, threads: int
         sequential run would have), or WorkerDied naming the stages that were running
         when a worker process died (those are lost, earlier ones included).
     """
-    import torch.multiprocessing
-
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         raise ValueError(f"stage names repeat: {names}")
@@ -109,16 +85,11 @@ def run_stages(run: Run, jobs: Sequence[StageJob], *, workers: int, threads: int
     if workers <= 1 or len(pending) <= 1:
         return [run.stage(job.name, _here(job, run.log)) for job in jobs]
     results: list[Any] = []
-    pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(pending)),
-        mp_context=torch.multiprocessing.get_context("spawn"),
-        initializer=_start_worker,
-        initargs=(threads,),
-    )
+    pool = spawn_pool(min(workers, len(pending)), threads)
     try:
         _drive(pool, run, jobs, pending, workers, results)
     except BaseException:
-        _stop(pool)
+        stop_pool(pool)
         raise
     pool.shutdown()
     return results
@@ -154,35 +125,19 @@ def map_unordered(
                 index, item = todo.popleft()
                 yield index, fn(*item)
         return
-    import torch.multiprocessing
-
-    pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(todo)),
-        mp_context=torch.multiprocessing.get_context("spawn"),
-        initializer=_start_worker,
-        initargs=(threads,),
-    )
+    pool = spawn_pool(min(workers, len(todo)), threads)
     running: dict[Future, int] = {}
+    broken = False  # a submit found the pool broken: start nothing more
     try:
-        while _refill(pool, fn, todo, running, workers, stop, names):
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            error: BaseException | None = None
-            for future in sorted(done, key=lambda f: running[f]):
-                index = running.pop(future)
-                try:
-                    result = future.result()
-                except BrokenProcessPool as exc:  # every running item died with the pool
-                    lost = [names[i] for i in sorted([index, *running.values()])]
-                    error = error or _item_died(lost, exc)
-                    continue
-                except Exception as exc:
-                    error = error or exc
-                    continue
-                yield index, result
-            if error is not None:
-                raise error
+        while True:
+            broken = broken or _refill(pool, fn, todo, running, workers, stop, names)
+            if not running:
+                if broken:  # a worker died between items: nothing was lost, nothing can start
+                    raise _item_died([], None)
+                break
+            yield from _collect(running, names)
     except BaseException:
-        _stop(pool)
+        stop_pool(pool)
         raise
     pool.shutdown()
 
@@ -196,18 +151,52 @@ def _refill(
     stop: Callable[[], bool],
     names: list[str],
 ) -> bool:
-    """Start items until ``workers`` run; whether any item is running."""
+    """Start items until ``workers`` run; True when the pool turned out to be broken.
+
+    An item that cannot start goes back to ``todo``: it never ran, so it is not lost.
+    """
     while todo and len(running) < workers and not stop():
         index, item = todo.popleft()
         try:
             running[pool.submit(_call_in_worker, fn, item, names[index])] = index
-        except BrokenProcessPool as exc:  # a worker died while the caller used a result
-            raise _item_died([names[i] for i in sorted([index, *running.values()])], exc) from exc
-    return bool(running)
+        except BrokenProcessPool:  # a worker died while the caller used a result
+            todo.appendleft((index, item))
+            return True
+    return False
 
 
-def _item_died(lost: list[str], cause: BaseException) -> WorkerDied:
-    error = _died(lost, what="item(s)", rerun="the same command")
+def _collect(
+    running: dict[Future, int], names: list[str]
+) -> Generator[tuple[int, Any], None, None]:
+    """Yield the next finished items (index order); then raise what failed among them.
+
+    A dead worker breaks the pool: every item still running fails with it (those are
+    lost), while the items that finished before are yielded all the same.
+    """
+    done, _ = wait(running, return_when=FIRST_COMPLETED)
+    error: BaseException | None = None
+    lost: list[int] = []
+    cause: BaseException | None = None
+    for future in sorted(done, key=lambda f: running[f]):
+        index = running.pop(future)
+        try:
+            result = future.result()
+        except BrokenProcessPool as exc:
+            lost.append(index)
+            cause = exc
+            continue
+        except Exception as exc:
+            error = error or exc
+            continue
+        yield index, result
+    if lost:
+        raise _item_died([names[i] for i in lost], cause)
+    if error is not None:
+        raise error
+
+
+def _item_died(lost: list[str], cause: BaseException | None) -> WorkerDied:
+    error = worker_died(lost, what="item(s)", rerun="the same command")
     error.__cause__ = cause
     return error
 
@@ -216,21 +205,7 @@ def _call_in_worker(fn: Callable[..., Any], item: tuple[Any, ...], label: str) -
     try:
         return fn(*item)
     except BaseException as exc:  # SystemExit, too: it would end the worker, not the item
-        raise _portable(exc, label) from None
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run a block with ``count`` intra-op threads (``0``: leave torch's setting alone)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if count > 0:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+        raise portable_error(exc, label) from None
 
 
 def _drive(
@@ -257,7 +232,8 @@ def _drive(
             try:
                 running[pool.submit(_in_worker, job)] = job
             except BrokenProcessPool as exc:  # a worker died while we stored a stage
-                raise _died([j.name for j in [job, *running.values()]]) from exc
+                running_jobs = sorted([job, *running.values()], key=lambda j: order[j.name])
+                raise worker_died([j.name for j in running_jobs]) from exc
         limit = len(jobs) if failed is None else failed[0]
         waiting = [future for future, job in running.items() if order[job.name] < limit]
         if not waiting:
@@ -266,7 +242,7 @@ def _drive(
         for future in sorted(done, key=lambda f: order[running[f].name]):
             job = running.pop(future)
             try:
-                finished[job.name] = _outcome(future, job, running)
+                finished[job.name] = _outcome(future, job, running, order)
             except WorkerDied:  # the pool is broken: no other stage can finish
                 _store_ready(run, jobs, finished, results)
                 raise
@@ -279,22 +255,13 @@ def _drive(
 
 
 def _outcome(
-    future: Future, job: StageJob, running: dict[Future, StageJob]
+    future: Future, job: StageJob, running: dict[Future, StageJob], order: dict[str, int]
 ) -> tuple[Any, list[dict[str, Any]]]:
     try:
         return future.result()
     except BrokenProcessPool as exc:
-        raise _died([j.name for j in [job, *running.values()]]) from exc
-
-
-def _died(names: Sequence[str], *, what: str = "stage(s)", rerun: str = "--resume") -> WorkerDied:
-    """The error for a broken pool: every running stage (or item) dies with the worker."""
-    return WorkerDied(
-        f"a worker process ended without a result while {what} {list(names)} ran: killed "
-        "(the out-of-memory killer, for one), or it failed to start (a script that asks for "
-        "workers must guard its body with if __name__ == '__main__':); these are lost, rerun "
-        f"with {rerun}"
-    )
+        lost = sorted([job, *running.values()], key=lambda j: order[j.name])
+        raise worker_died([j.name for j in lost]) from exc
 
 
 def _store_ready(
@@ -327,33 +294,6 @@ def _never() -> Any:
     raise AssertionError("a stored stage was asked to compute")
 
 
-def _stop(pool: ProcessPoolExecutor) -> None:
-    """Kill the workers now: their stages would be thrown away, and they hold the cores."""
-    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
-    if terminate is not None:
-        terminate()
-        return
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        process.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _start_worker(threads: int) -> None:
-    import torch
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-    threading.Thread(target=_exit_with_parent, daemon=True).start()
-
-
-def _exit_with_parent() -> None:
-    """Exit when the parent dies (killed by SIGTERM, its workers would run on forever)."""
-    process = multiprocessing.parent_process()
-    if process is not None:
-        process.join()
-    os._exit(1)
-
-
 def _in_worker(job: StageJob) -> tuple[Any, list[dict[str, Any]]]:
     from metalab.core.runs import metric_record
 
@@ -365,23 +305,4 @@ def _in_worker(job: StageJob) -> tuple[Any, list[dict[str, Any]]]:
     try:
         return job.fn(*job.args, log=log, **job.kwargs), records
     except BaseException as exc:  # SystemExit, too: it would end the worker, not the stage
-        raise _portable(exc, f"stage {job.name}") from None
-
-
-def _portable(exc: BaseException, label: str) -> Exception:
-    """``exc`` if it survives the trip to the parent, else an error that does.
-
-    An exception is rebuilt from its ``args``; one whose ``__init__`` takes other
-    arguments would break the whole pool. A :class:`MetalabError` stays one (its message
-    is what the user sees); anything else keeps its traceback in the message.
-    """
-    if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt: a stage failure
-        return RuntimeError(f"{label} stopped its worker: {type(exc).__name__} {exc}")
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:
-        if isinstance(exc, MetalabError):
-            return MetalabError(str(exc))
-        trace = "".join(traceback.format_exception(exc))
-        return RuntimeError(f"{label} failed in a worker process:\n{trace}")
+        raise portable_error(exc, f"stage {job.name}") from None

@@ -1,7 +1,8 @@
 """``metalab lopt evaluate``: a learned optimizer against per-task tuned Adam and SGD-momentum.
 
-A thin wrapper over :func:`metalab.lopt.evaluation.evaluate`; torch is imported inside the
-command body so ``metalab --help`` stays fast.
+Each task is :func:`metalab.lopt.evaluation.evaluate_task` on one thread, the tasks side by
+side in worker processes; torch is imported inside the command body so ``metalab --help``
+stays fast.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def _parse_baselines(text: str) -> list[str]:
     type=int,
     default=0,
     show_default=True,
-    help="Tasks trained side by side, one single-threaded process each (0: one per CPU core).",
+    help="Processes training tasks side by side (0: one per CPU core); each task uses one thread.",
 )
 @click.option(
     "--out",
@@ -141,17 +142,18 @@ def evaluate(
     from metalab.lopt.task_families import task_set
 
     torch_device = resolve_device(device)
-    resolve_weights(weights)  # a bad file or name fails here, before any worker starts
+    arch, theta = resolve_weights(weights)  # read once: every task sees the same weights
     tasks = [task.name for task in task_set(task_spec, torch_device)]
     if not tasks:
         raise ConfigError(f"--tasks {task_spec!r} holds no task")
-    options = (weights, task_spec, str(torch_device), steps, names, seed, horizon_factor)
+    options = (arch, theta, task_spec, str(torch_device), steps, names, seed, horizon_factor)
     results = dict(
         map_unordered(
             _evaluate_named_task,
             [(name, *options) for name in tasks],
             workers=workers or default_workers(1, torch_device),
             threads=1,
+            labels=[f"task {name}" for name in tasks],
         )
     )
     report = EvaluationReport(steps, horizon_factor, [results[i] for i in range(len(tasks))])
@@ -174,7 +176,8 @@ def evaluate(
 
 def _evaluate_named_task(
     task_name: str,
-    weights: str,
+    arch: OptimizerArch,
+    theta: Tensor,
     task_spec: str,
     device: str,
     steps: int,
@@ -182,15 +185,25 @@ def _evaluate_named_task(
     seed: int,
     horizon_factor: float,
 ) -> TaskResult:
-    """One task of the evaluation (module level: worker processes run it by name)."""
+    """One task on one thread (module level: worker processes run it).
+
+    Tasks hold closures, so a worker rebuilds its task by name.
+    """
     from metalab.lopt.evaluation import evaluate_task
+    from metalab.lopt.experiments_toy import single_thread
     from metalab.lopt.task_families import task_set
 
-    arch, theta = resolve_weights(weights)
     task = next(t for t in task_set(task_spec, device) if t.name == task_name)
-    return evaluate_task(
-        arch, theta, task, steps, baselines=baselines, seed=seed, horizon_factor=horizon_factor
-    )
+    with single_thread():
+        return evaluate_task(
+            arch,
+            theta,
+            task,
+            steps,
+            baselines=baselines,
+            seed=seed,
+            horizon_factor=horizon_factor,
+        )
 
 
 def _summary(report: EvaluationReport, names: list[str]) -> dict[str, Any]:

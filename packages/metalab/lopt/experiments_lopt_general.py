@@ -26,7 +26,6 @@ from metalab.core.claims import runner_params
 from metalab.core.config import at_least, bounded, non_negative, nonempty
 from metalab.core.figures import plot_curves
 from metalab.core.parallel import StageJob, default_workers, run_stages
-from metalab.core.seeding import make_generator
 from metalab.lopt.evaluation import (
     DEFAULT_GRIDS,
     BaselineResult,
@@ -79,7 +78,7 @@ def vs_tuned_baselines(config: RunConfig, run: Run) -> dict[str, float]:
     from metalab.lopt.task_families import task_set
 
     p = config.typed(BaselinesParams)
-    arch, _, described = resolve_weights(p.weights, generator=config.generator("init"))
+    arch, theta, described = resolve_weights(p.weights, generator=config.generator("init"))
     run.log(weights=p.weights, described=described, theta_dim=arch.theta_dim)
     grids = {**DEFAULT_GRIDS}
     if p.adam_grid:
@@ -87,7 +86,8 @@ def vs_tuned_baselines(config: RunConfig, run: Run) -> dict[str, float]:
     if p.sgdm_grid:
         grids["sgdm"] = tuple(p.sgdm_grid)
     options = dict(
-        weights=p.weights,
+        arch=arch,
+        theta=theta,  # read once: every task sees the same weights
         tasks=p.tasks,
         device=str(config.torch_device),
         seed=config.seed,
@@ -113,7 +113,8 @@ def vs_tuned_baselines(config: RunConfig, run: Run) -> dict[str, float]:
 def _evaluate_stage(
     task_name: str,
     *,
-    weights: str,
+    arch: OptimizerArch,
+    theta: Tensor,
     tasks: str,
     device: str,
     seed: int,
@@ -126,12 +127,10 @@ def _evaluate_stage(
 ) -> dict[str, Any]:
     """One held-out task's stage (module level: a worker process may run it).
 
-    The weights and the task are rebuilt from their names (tasks hold unpicklable
-    closures); the same names give the same θ and task in any process.
+    Tasks hold closures that do not pickle, so the worker rebuilds its task by name.
     """
     from metalab.lopt.task_families import task_set
 
-    arch, theta, _ = resolve_weights(weights, generator=make_generator(seed, "init"))
     task = next(t for t in task_set(tasks, device) if t.name == task_name)
     with single_thread():
         result = evaluate_task(
