@@ -8,18 +8,16 @@ another), reporting their true accuracy and rank among all cells of the space.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from metalab.core.claims import RunConfig, runner_params
 from metalab.core.config import at_least, non_negative, nonempty, positive
 from metalab.core.errors import ConfigError
-from metalab.core.parallel import StageJob, default_workers, run_stages
+from metalab.core.parallel import StageJob, default_workers, run_stages, torch_threads
 from metalab.core.runs import Run
 from metalab.nas.data import DigitsSplits, load_digits_splits
 from metalab.nas.figures import plot_alpha_per_edge, plot_selected_accuracy
@@ -49,18 +47,6 @@ class NasParams:
     # seeds searched at once; 0 = one per `threads` cores under the `metalab` command, one
     # process when called from Python (see metalab.core.parallel)
     workers: int = non_negative(0)
-
-
-@contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
-    """Run with ``count`` torch CPU threads (these small convnets are fastest on one)."""
-    before = torch.get_num_threads()
-    if count > 0:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _setup(config: RunConfig) -> tuple[NasParams, BenchTable]:
@@ -267,7 +253,7 @@ _Impl = Callable[[RunConfig, Run, NasParams, BenchTable], dict[str, float]]
 
 def _run(impl: _Impl, config: RunConfig, run: Run) -> dict[str, float]:
     p, table = _setup(config)
-    with _threads(p.threads):
+    with torch_threads(p.threads):
         return impl(config, run, p, table)
 
 
