@@ -36,11 +36,35 @@ def _one_error_line(result) -> str:
         (["lopt", "estimate", "--show", "-1"], "--show must be >= 0"),
         (["lopt", "meta-train", "--print-every", "0"], "'--print-every': 0 is not in the range"),
         (["nas", "bench", "show", "nb201-4op", "--top", "-1"], "--top must be >= 0, got -1"),
+        (["nas", "bench", "build", "--workers", "-1"], "--workers must be >= 0"),
+        (["lopt", "meta-train", "--steps", "-2"], "--steps must be >= 1, got -2"),
+        (["lopt", "evaluate", "default", "--horizon-factor", "0"], "--horizon-factor must be >= 1"),
+        (["kg", "answer", "--model", "m", "--top", "0", "r(a, ?x)"], "--top must be >= 1, got 0"),
+        (
+            ["kg", "answer", "--model", "no/such/model", "r(a, ?x)"],
+            "'no/such/model' does not exist",
+        ),
     ],
 )
 def test_usage_and_value_errors_are_one_line(args, message):
     line = _one_error_line(_run(*args))
     assert message in line, line
+
+
+@pytest.mark.parametrize("group", [[], ["repro"], ["nas", "bench"]])
+def test_a_group_without_a_subcommand_prints_its_help_not_an_error(group):
+    result = _run(*group)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Usage: ") and "Commands:" in result.stdout
+    assert "Error" not in result.output
+
+
+def test_an_impossible_query_count_names_its_flag_and_writes_nothing(tmp_path):
+    out = tmp_path / "queries"
+    args = ["kg", "queries", "generate", "--dataset", "nations", "--out", str(out)]
+    line = _one_error_line(_run(*args, "--per-structure", "-5"))
+    assert line == "Error: --per-structure must be >= 1, got -5"
+    assert not out.exists()
 
 
 def test_usage_errors_name_the_help_command():

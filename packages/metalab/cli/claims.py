@@ -70,7 +70,7 @@ def _make_group(kind: Kind, noun: str) -> click.Group:
     @group.command("show")
     @click.argument("name")
     def show_command(name: str) -> None:
-        """Everything a {noun} file says: claim, parameters, quick overrides, checks."""
+        """Everything the {noun}'s file says: claim, parameters, quick overrides, checks."""
         from metalab.core.specs import find_spec
 
         click.echo(_describe(find_spec(name, kind)))

@@ -9,6 +9,7 @@ each become one ``Error: ...`` line on stderr and exit code 2.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,6 +106,13 @@ class LazyGroup(click.Group):
             return super().main(args, prog_name, standalone_mode=False, **extra)
         try:
             result = super().main(args, prog_name, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as exc:  # a bare group: its help, not an error
+            click.echo(
+                exc.ctx.get_help()
+                if exc.ctx is not None
+                else self.get_help(self.context_class(self))
+            )
+            sys.exit(0)
         except click.UsageError as exc:
             where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             click.echo(f"Error: {exc.format_message()}{where}", err=True)
@@ -116,6 +124,12 @@ class LazyGroup(click.Group):
             click.echo("Aborted!", err=True)
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+# click >= 8.2 raises this usage error for a group called without a subcommand
+_NO_ARGS_IS_HELP: type[click.UsageError] = getattr(
+    click.exceptions, "NoArgsIsHelpError", type("_Never", (click.UsageError,), {})
+)
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -147,4 +161,13 @@ def main() -> None:
     from metalab.core.parallel import enable_auto_workers
 
     enable_auto_workers()  # this script is import-safe for spawned worker processes
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     cli(prog_name="metalab")
+
+
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    """End on SIGTERM (``timeout``, ``kill``) as on Ctrl-C.
+
+    Files being written are saved, worker processes stopped, and a run says how to resume.
+    """
+    raise KeyboardInterrupt

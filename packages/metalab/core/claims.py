@@ -9,6 +9,7 @@ log in place and a summary that records the failure.
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -225,6 +226,13 @@ def _execute(spec: Spec, runner: Runner, config: RunConfig, run: Run) -> Outcome
         metrics = dict(runner(config, run))
     except MetalabError as exc:
         error, is_input = f"{exc}", True
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: finished stages and checkpoints are kept in {run.dir}; "
+            f"continue with --resume {run.dir}",
+            file=sys.stderr,
+        )
+        raise
     except Exception as exc:  # the run's record must survive any runner bug
         (run.dir / "error.txt").write_text(traceback.format_exc())
         error = f"{type(exc).__name__}: {exc} (traceback in {run.dir / 'error.txt'})"

@@ -167,6 +167,9 @@ def generate(
     from metalab.kg.querysets import format_stats_table, query_set_stats
     from metalab.kg.workflows import generate_query_set
 
+    for flag, value in (("--per-structure", per_structure), ("--max-answers", max_answers)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
     names = None if structures == "all" else [s.strip() for s in structures.split(",") if s.strip()]
     query_set = generate_query_set(
         load_graph(dataset),
@@ -247,6 +250,8 @@ def answer(
     from metalab.kg.training import load_link_predictor
     from metalab.kg.workflows import model_graph
 
+    if top < 1:
+        raise ConfigError(f"--top must be >= 1, got {top}")
     config = SolverConfig(solver=solver, k=beam_k, tnorm=tnorm, union=union)
     predictor = load_link_predictor(model, device=resolve_device(device))
     known = None

@@ -133,6 +133,8 @@ def evaluate(
     """
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
+    if not horizon_factor >= 1:
+        raise ConfigError(f"--horizon-factor must be >= 1, got {horizon_factor}")
     if workers < 0:
         raise ConfigError(f"--workers must be >= 0 (0: one per CPU core), got {workers}")
     names = _parse_baselines(baselines)
@@ -167,6 +169,11 @@ def evaluate(
         return
     for line in _table(report, names):
         click.echo(line)
+    click.echo(
+        "vs X: steps tuned X needs to first reach the learned final test loss / --steps\n"
+        "(>= : not reached in --horizon-factor x --steps; an early dip counts even if X ends"
+        " higher)"
+    )
     for name in names:
         click.echo(
             f"matches or beats tuned {name} on {summary[name]['fraction']:.0%} of "

@@ -9,8 +9,10 @@ imported inside the command body so ``metalab --help`` stays fast.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,35 +42,49 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 @click.command(name="meta-train")
 @click.option(
-    "--arch", default=None, help="Optimizer architecture: mlp | hierarchical | adam-mlp.  [mlp]"
+    "--arch",
+    default=None,
+    help="Optimizer architecture: mlp | hierarchical | adam-mlp.  [default: mlp]",
 )
 @click.option("--arch-option", "arch_option", multiple=True, help="Arch option KEY=VALUE.")
-@click.option("--tasks", default=None, help="Task family (mlp-digits, mixed, ...).  [mlp-digits]")
-@click.option("--estimator", default=None, help="pes | tes (truncated ES).  [pes]")
-@click.option("--steps", type=int, default=None, help="Outer iterations.  [100]")
-@click.option("--pairs", type=int, default=None, help="Antithetic pairs.  [8]")
-@click.option("--sigma", type=FINITE_FLOAT, default=None, help="Perturbation scale σ.  [0.01]")
-@click.option("--truncation", "-K", type=int, default=None, help="Window length K.  [10]")
-@click.option("--min-horizon", type=int, default=None, help="Shortest episode.  [50]")
-@click.option("--max-horizon", type=int, default=None, help="Longest episode.  [500]")
-@click.option("--val-every", type=int, default=None, help="Validation-loss period.  [1]")
-@click.option("--outer", default=None, help="Outer optimizer: adam | learned:PATH.  [adam]")
 @click.option(
-    "--outer-lr", type=FINITE_FLOAT, default=None, help="Adam learning rate on θ.  [3e-3]"
+    "--tasks", default=None, help="Task family (mlp-digits, mixed, ...).  [default: mlp-digits]"
 )
-@click.option("--loss-clip", type=FINITE_FLOAT, default=None, help="Clip per-step losses.  [10]")
+@click.option("--estimator", default=None, help="pes | tes (truncated ES).  [default: pes]")
+@click.option("--steps", type=int, default=None, help="Outer iterations.  [default: 100]")
+@click.option("--pairs", type=int, default=None, help="Antithetic pairs.  [default: 8]")
+@click.option(
+    "--sigma", type=FINITE_FLOAT, default=None, help="Perturbation scale σ.  [default: 0.01]"
+)
+@click.option("--truncation", "-K", type=int, default=None, help="Window length K.  [default: 10]")
+@click.option("--min-horizon", type=int, default=None, help="Shortest episode.  [default: 50]")
+@click.option("--max-horizon", type=int, default=None, help="Longest episode.  [default: 500]")
+@click.option("--val-every", type=int, default=None, help="Validation-loss period.  [default: 1]")
+@click.option(
+    "--outer", default=None, help="Outer optimizer: adam | learned:PATH.  [default: adam]"
+)
+@click.option(
+    "--outer-lr", type=FINITE_FLOAT, default=None, help="Adam learning rate on θ.  [default: 3e-3]"
+)
+@click.option(
+    "--loss-clip", type=FINITE_FLOAT, default=None, help="Clip per-step losses.  [default: 10]"
+)
 @click.option("--grad-clip", type=FINITE_FLOAT, default=None, help="Clip the estimate's norm.")
-@click.option("--checkpoint-every", type=int, default=None, help="Steps per checkpoint.  [10]")
-@click.option("--seed", type=int, default=None, help="Seed.  [0]")
-@click.option("--objective", default=None, help="Meta-loss: train | validation.  [train]")
+@click.option(
+    "--checkpoint-every", type=int, default=None, help="Steps per checkpoint.  [default: 10]"
+)
+@click.option("--seed", type=int, default=None, help="Seed.  [default: 0]")
+@click.option("--objective", default=None, help="Meta-loss: train | validation.  [default: train]")
 @click.option(
     "--weighting", default=None, help="Per-step loss weights: uniform | late (end of training)."
 )
 @click.option(
-    "--loss-scale", default=None, help="Per-step meta-loss: linear | log (across tasks).  [linear]"
+    "--loss-scale",
+    default=None,
+    help="Per-step meta-loss: linear | log (across tasks).  [default: linear]",
 )
 @click.option(
-    "--init", default=None, help="θ₀: random | momentum[:LR[:CLIP]] (mlp only).  [random]"
+    "--init", default=None, help="θ₀: random | momentum[:LR[:CLIP]] (mlp only).  [default: random]"
 )
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda[:N]")
 @click.option(
@@ -139,8 +155,17 @@ def _fresh_config(kwargs: dict[str, Any]) -> Any:
         if k not in _RESUMABLE - {"steps"} and k != "arch_option" and v is not None
     }
     config = MetaTrainConfig(**fields, arch_options=_parse_options(kwargs["arch_option"]))
-    config.check()
+    try:
+        config.check()
+    except ConfigError as exc:  # name the flag the user typed, not the config field
+        raise ConfigError(_as_flag(str(exc), kwargs)) from None
     return config
+
+
+def _as_flag(message: str, options: Iterable[str]) -> str:
+    """``"max_horizon 10 < min_horizon 50"`` -> ``"--max-horizon 10 < --min-horizon 50"``."""
+    names = "|".join(sorted(options, key=len, reverse=True))
+    return re.sub(rf"(?<![\w-])({names})\b", lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
 def _reopen(kwargs: dict[str, Any]) -> tuple[Any, Any]:

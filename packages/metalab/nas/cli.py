@@ -111,7 +111,9 @@ def bench_build(
     if threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {threads}")
     if workers < 0:
-        raise ConfigError(f"--workers must be >= 0 (0: one per {threads} cores), got {workers}")
+        raise ConfigError(
+            f"--workers must be >= 0 (0: one process per --threads cores), got {workers}"
+        )
     recipe = TrainRecipe()
     if epochs is not None:
         recipe = dataclasses.replace(recipe, epochs=epochs)
@@ -123,18 +125,22 @@ def bench_build(
         else f"metalab nas bench build --space {space.name} --seeds {seeds}"
     )
     resolved = resolve_device(device)
-    table = build_table(
-        space,
-        path,
-        recipe=recipe,
-        seeds=_seeds(seeds),
-        device=resolved,
-        max_seconds=None if max_minutes is None else 60 * max_minutes,
-        command=command,
-        shard=_shard(shard),
-        workers=workers or default_workers(threads, resolved),
-        threads=threads,
-    )
+    try:
+        table = build_table(
+            space,
+            path,
+            recipe=recipe,
+            seeds=_seeds(seeds),
+            device=resolved,
+            max_seconds=None if max_minutes is None else 60 * max_minutes,
+            command=command,
+            shard=_shard(shard),
+            workers=workers or default_workers(threads, resolved),
+            threads=threads,
+        )
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: trained cells are saved in {path}; rerun to continue", err=True)
+        raise
     summary = table.summary()
     state = "complete" if table.complete else "partial (rerun the same command to continue)"
     click.echo(f"{path}: {summary['entries']} distinct cells trained, {state}")
@@ -159,7 +165,7 @@ def bench_merge(out: str, parts: tuple[str, ...]) -> None:
 @click.option("--top", type=int, default=5, show_default=True, help="list the best N cells")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def bench_show(table: str, cell: str | None, top: int, as_json: bool) -> None:
-    """Summarize TABLE (a shipped space name or a JSON file); look up a --cell."""
+    """Summarize TABLE (a shipped space name or a JSON file, default nb201-4op); find a --cell."""
     import numpy as np
 
     from metalab.nas.table import load_table
@@ -181,7 +187,8 @@ def bench_show(table: str, cell: str | None, top: int, as_json: bool) -> None:
         return
     for key, value in summary.items():
         if key != "cell":
-            click.echo(f"{key:>16}: {value}")
+            shown = f"{value:.4f}" if isinstance(value, float) else value
+            click.echo(f"{key:>16}: {shown}")
     ranked = sorted(loaded.seed_accuracies.items(), key=lambda kv: -float(np.mean(kv[1])))
     for text, accs in ranked[: max(top, 0)]:
         click.echo(f"  {np.mean(accs):.4f}  {text}")

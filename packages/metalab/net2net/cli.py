@@ -67,7 +67,7 @@ def grow(
 ) -> None:
     """Grow the model in CHECKPOINT and write it to --out, printing the preservation error.
 
-    CHECKPOINT is a net2net model file (written by ``metalab.net2net.save_model``): a JSON
+    CHECKPOINT is a net2net model file (written by metalab.net2net.save_model): a JSON
     architecture of whitelisted layers plus a state_dict, read with weights_only=True, so
     no code is ever unpickled. Widenings are applied first, in order, then deepenings.
     """

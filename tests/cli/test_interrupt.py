@@ -1,0 +1,29 @@
+"""SIGTERM (``timeout``, ``kill``) ends a run like Ctrl-C: it says how to resume it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_MAIN = "from metalab.cli.main import main; main()"
+
+
+def test_a_terminated_run_names_its_folder_and_how_to_resume(tmp_path: Path) -> None:
+    args = ["theory", "run", "asgd-vs-last-iterate", "--quick", "--out", str(tmp_path)]
+    process = subprocess.Popen(
+        [sys.executable, "-c", _MAIN, *args], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("asgd-vs-last-iterate/*/config.json")):
+        assert time.monotonic() < deadline and process.poll() is None, "the run never started"
+        time.sleep(0.1)
+    time.sleep(1.0)  # into the stages
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    run_dir = next(tmp_path.glob("asgd-vs-last-iterate/*"))
+    assert process.returncode == 1, stderr
+    assert f"continue with --resume {run_dir}" in stderr
+    assert "Traceback" not in stderr
