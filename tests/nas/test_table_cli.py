@@ -100,7 +100,8 @@ def test_build_is_resumable_and_trains_each_distinct_cell_once(tmp_path):
         train_cell(space, b, recipe=recipe, seed=0).test_acc / 2
         + train_cell(space, b, recipe=recipe, seed=1).test_acc / 2
     )
-    with pytest.raises(ConfigError, match="another recipe"):
+    differs = r"another recipe \(channels 2 vs 8, n_cells 1 vs 2, epochs 1 vs 2\);"
+    with pytest.raises(ConfigError, match=differs):
         build_table(space, out, recipe=TrainRecipe(epochs=2), seeds=[0, 1], cells=[a])
     with pytest.raises(ConfigError, match=">= 2"):
         build_table(space, tmp_path / "u.json", recipe=recipe, seeds=[0], cells=[a])

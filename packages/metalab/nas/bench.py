@@ -148,11 +148,20 @@ def _resume(path: Path, fresh: dict) -> dict:
         raise ConfigError(f"{path}: not valid JSON ({exc}); delete it to start over") from None
     for key in ("format", "space", "ops", "recipe", "seeds"):
         if stored.get(key) != fresh[key]:
+            differs = _difference(stored.get(key), fresh[key])
             raise ConfigError(
-                f"{path} holds a build with another {key} ({stored.get(key)!r} vs "
-                f"{fresh[key]!r}); use another --out or delete it"
+                f"{path} holds a build with another {key} ({differs}); use another --out or "
+                "delete it"
             )
     return stored
+
+
+def _difference(stored: object, wanted: object) -> str:
+    """``stored vs wanted``, for a recipe only the fields that differ (``epochs 2 vs 3``)."""
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        keys = [k for k in wanted if stored.get(k) != wanted[k]] or list(wanted)
+        return ", ".join(f"{k} {stored.get(k)!r} vs {wanted[k]!r}" for k in keys)
+    return f"{stored!r} vs {wanted!r}"
 
 
 def _record(table: dict, cell: Cell, seed: int, result: CellResult) -> None:
