@@ -59,11 +59,12 @@ def test_a_group_without_a_subcommand_prints_its_help_not_an_error(group):
     assert "Error" not in result.output
 
 
-def test_an_impossible_query_count_names_its_flag_and_writes_nothing(tmp_path):
+@pytest.mark.parametrize("flag", ["--per-structure", "--max-answers", "--max-attempts"])
+def test_an_impossible_query_count_names_its_flag_and_writes_nothing(tmp_path, flag):
     out = tmp_path / "queries"
     args = ["kg", "queries", "generate", "--dataset", "nations", "--out", str(out)]
-    line = _one_error_line(_run(*args, "--per-structure", "-5"))
-    assert line == "Error: --per-structure must be >= 1, got -5"
+    line = _one_error_line(_run(*args, flag, "0"))
+    assert line == f"Error: {flag} must be >= 1, got 0"
     assert not out.exists()
 
 

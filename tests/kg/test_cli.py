@@ -101,7 +101,7 @@ def test_bad_inputs_are_one_line_errors(hand_folder: Path, tmp_path: Path) -> No
         (["--splits", ""], "no split to generate; name at least one of train, valid, test"),
         (["--splits", " , "], "no split to generate"),
         (["--structures", ""], "no query structure to generate"),
-        (["--max-attempts", "0"], "max_attempts must be >= 1, got 0"),
+        (["--max-attempts", "0"], "--max-attempts must be >= 1, got 0"),
     ],
 )
 def test_generate_with_nothing_to_do_is_refused(

@@ -107,11 +107,7 @@ class LazyGroup(click.Group):
         try:
             result = super().main(args, prog_name, standalone_mode=False, **extra)
         except _NO_ARGS_IS_HELP as exc:  # a bare group: its help, not an error
-            click.echo(
-                exc.ctx.get_help()
-                if exc.ctx is not None
-                else self.get_help(self.context_class(self))
-            )
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
             sys.exit(0)
         except click.UsageError as exc:
             where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
@@ -122,7 +118,7 @@ class LazyGroup(click.Group):
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:
             click.echo("Aborted!", err=True)
-            sys.exit(1)
+            sys.exit(128 + (_TERMINATED["signal"] or signal.SIGINT))  # 130 Ctrl-C, 143 SIGTERM
         sys.exit(result if isinstance(result, int) else 0)
 
 
@@ -165,9 +161,18 @@ def main() -> None:
     cli(prog_name="metalab")
 
 
+_TERMINATED = {"signal": 0}
+
+
 def _stop_like_ctrl_c(signum: int, frame: object) -> None:
     """End on SIGTERM (``timeout``, ``kill``) as on Ctrl-C.
 
     Files being written are saved, worker processes stopped, and a run says how to resume.
+    Only the first SIGTERM interrupts: ``timeout`` signals the whole process group too, and
+    a second interrupt would cut the clean-up short. (A flag, not SIG_IGN, which spawned
+    workers would inherit.)
     """
+    if _TERMINATED["signal"]:
+        return
+    _TERMINATED["signal"] = signum
     raise KeyboardInterrupt

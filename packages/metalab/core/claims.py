@@ -227,9 +227,10 @@ def _execute(spec: Spec, runner: Runner, config: RunConfig, run: Run) -> Outcome
     except MetalabError as exc:
         error, is_input = f"{exc}", True
     except KeyboardInterrupt:
+        group = "theory" if spec.kind == "theory" else "repro"
         print(
-            f"interrupted: finished stages and checkpoints are kept in {run.dir}; "
-            f"continue with --resume {run.dir}",
+            f"interrupted: finished stages and checkpoints are kept in {run.dir}; continue "
+            f"with: metalab {group} run {spec.name} --resume {run.dir}",
             file=sys.stderr,
         )
         raise

@@ -167,7 +167,11 @@ def generate(
     from metalab.kg.querysets import format_stats_table, query_set_stats
     from metalab.kg.workflows import generate_query_set
 
-    for flag, value in (("--per-structure", per_structure), ("--max-answers", max_answers)):
+    for flag, value in (
+        ("--per-structure", per_structure),
+        ("--max-answers", max_answers),
+        ("--max-attempts", max_attempts),
+    ):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     names = None if structures == "all" else [s.strip() for s in structures.split(",") if s.strip()]

@@ -212,7 +212,7 @@ def load_link_predictor(
     meta_path = path / "metadata.json"
     if not path.exists():
         raise MetalabError(
-            f"model {os.fspath(path)!r} does not exist (train one with `metalab kg train`)"
+            f"model {os.fspath(path)!r} does not exist (train one with: metalab kg train)"
         )
     if not meta_path.is_file():
         raise MetalabError(f"{os.fspath(path)!r} is not a saved link predictor (no metadata.json)")

@@ -163,9 +163,17 @@ def _fresh_config(kwargs: dict[str, Any]) -> Any:
 
 
 def _as_flag(message: str, options: Iterable[str]) -> str:
-    """``"max_horizon 10 < min_horizon 50"`` -> ``"--max-horizon 10 < --min-horizon 50"``."""
+    """``"max_horizon 10 < min_horizon 50"`` -> ``"--max-horizon 10 < --min-horizon 50"``.
+
+    Quoted values (paths, specs) are left alone, and so is a name inside a path or word.
+    """
     names = "|".join(sorted(options, key=len, reverse=True))
-    return re.sub(rf"(?<![\w-])({names})\b", lambda m: "--" + m.group(1).replace("_", "-"), message)
+    pattern = re.compile(rf"(?<![\w/:.-])({names})(?![\w/:.-])")
+    parts = re.split(r"('[^']*')", message)  # odd parts are quoted
+    return "".join(
+        part if i % 2 else pattern.sub(lambda m: "--" + m.group(1).replace("_", "-"), part)
+        for i, part in enumerate(parts)
+    )
 
 
 def _reopen(kwargs: dict[str, Any]) -> tuple[Any, Any]:

@@ -159,21 +159,30 @@ def _resume(path: Path, fresh: dict) -> dict:
 def _difference(stored: object, wanted: object) -> str:
     """``stored vs wanted``, for a recipe only the fields that differ (``epochs 2 vs 3``)."""
     if isinstance(stored, dict) and isinstance(wanted, dict):
-        keys = [k for k in wanted if stored.get(k) != wanted[k]] or list(wanted)
-        return ", ".join(f"{k} {stored.get(k)!r} vs {wanted[k]!r}" for k in keys)
+        keys = [k for k in {**stored, **wanted} if stored.get(k) != wanted.get(k)]
+        return ", ".join(f"{k} {stored.get(k)!r} vs {wanted.get(k)!r}" for k in keys)
     return f"{stored!r} vs {wanted!r}"
 
 
 def _record(table: dict, cell: Cell, seed: int, result: CellResult) -> None:
-    entry = table["results"].setdefault(
-        cell.to_string(), {"test_acc": {}, "val_acc": {}, "seconds": {}}
-    )
-    entry["test_acc"][str(seed)] = result.test_acc
-    entry["val_acc"][str(seed)] = result.val_acc
-    entry["seconds"][str(seed)] = round(result.seconds, 3)
+    """Store one trained pair, replacing the cell's entry whole.
+
+    The table is saved on the way out of an interrupt, so a pair must never be half stored
+    (a test accuracy without its validation accuracy would be skipped on resume for good).
+    """
+    entry = table["results"].get(cell.to_string(), {})
+    values = {"test_acc": result.test_acc, "val_acc": result.val_acc}
+    values["seconds"] = round(result.seconds, 3)
     order = {str(s): i for i, s in enumerate(table["seeds"])}  # workers finish in any order
-    for field in ("test_acc", "val_acc", "seconds"):
-        entry[field] = dict(sorted(entry[field].items(), key=lambda item: order[item[0]]))
+    table["results"][cell.to_string()] = {
+        field: dict(
+            sorted(
+                {**entry.get(field, {}), str(seed): value}.items(),
+                key=lambda kv: order.get(kv[0], len(order)),
+            )
+        )
+        for field, value in values.items()
+    }
     table["train_seconds"] += result.seconds
 
 
