@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,19 +32,39 @@ def refuses_seven(seed: int) -> int:
     return seed
 
 
-def dies_or_returns(index: int, seconds: float) -> int:
-    """Item 1 kills its worker after ``seconds``; the others return after theirs."""
-    time.sleep(seconds)
-    if index == 1:
-        os._exit(3)
-    return index
+def dies_after_the_others(index: int, folder: str) -> int:
+    """Items 0 and 2 leave a marker and return; item 1 waits for both markers, leaves a
+    'dying' marker and kills its worker (a process dying without a result)."""
+    marks = Path(folder)
+    if index != 1:
+        (marks / f"done{index}").touch()
+        return index
+    while not all((marks / f"done{i}").exists() for i in (0, 2)):
+        time.sleep(0.05)
+    time.sleep(1.0)  # the others' results are on their way to the parent
+    (marks / "dying").touch()
+    os._exit(3)
 
 
-def fails_slowly_or_returns(index: int, seconds: float) -> int:
-    time.sleep(seconds)
-    if index == 1:
-        raise ConfigError("item one is refused")
-    return index
+def fails_after_the_others(index: int, folder: str) -> int:
+    """Items 0, 2 and 3 leave a marker and return; item 1 fails once they all have."""
+    marks = Path(folder)
+    if index != 1:
+        (marks / f"done{index}").touch()
+        return index
+    while not all((marks / f"done{i}").exists() for i in (0, 2, 3)):
+        time.sleep(0.05)
+    time.sleep(1.0)  # the others' results are on their way to the parent
+    (marks / "failing").touch()
+    raise ConfigError("item one is refused")
+
+
+def _busy_until(marker: Path) -> None:
+    """The caller's work on a result: it ends after ``marker`` appears (and a second)."""
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
 
 
 def _no_children_within(seconds: float) -> bool:
@@ -91,34 +112,40 @@ def test_an_error_in_a_worker_reaches_the_caller_and_stops_the_rest() -> None:
     assert time.perf_counter() - started < 30
 
 
-def test_a_dead_worker_loses_only_its_item_and_the_finished_ones_are_yielded() -> None:
-    """0 and 2 return at once; while the caller works, 1's worker dies: 2 is still yielded,
-    only 1 is named lost, and 3 (never started) is not. (Wide margins: workers start at
-    different times on a loaded machine.)"""
-    items = [(0, 0.0), (1, 3.0), (2, 0.0), (3, 0.0)]
+def test_a_dead_worker_loses_only_its_item_and_the_finished_ones_are_yielded(
+    tmp_path: Path,
+) -> None:
+    """0 and 2 finish, then 1's worker dies while the caller works on the first result: the
+    other finished item is still yielded, only 1 is named lost, 3 (never started) is not."""
+    items = [(i, str(tmp_path)) for i in range(4)]
     got = []
 
     def consume() -> None:
-        for index, _ in map_unordered(dies_or_returns, items, workers=3, threads=1, labels="abcd"):
+        results = map_unordered(dies_after_the_others, items, workers=3, threads=1, labels="abcd")
+        for index, _ in results:
             got.append(index)
-            time.sleep(6.0 if index == 0 else 0.0)
+            if len(got) == 1:  # the caller is busy until the worker has died
+                _busy_until(tmp_path / "dying")
 
     with pytest.raises(WorkerDied, match=r"while item\(s\) \['b'\] ran"):
         consume()
-    assert got == [0, 2]
+    assert sorted(got) == [0, 2]
     assert _no_children_within(10.0)
 
 
-def test_items_that_finish_with_a_failing_one_are_yielded_before_its_error() -> None:
-    """Item 0 returns at once; 1 (fails), 2 and 3 end together while the caller is busy."""
-    items = [(0, 0.0), (1, 2.0), (2, 2.0), (3, 2.0)]
+def test_items_that_finish_with_a_failing_one_are_yielded_before_its_error(
+    tmp_path: Path,
+) -> None:
+    """While the caller works on the first result, the two other good items finish and then
+    item 1 fails: both are yielded before its error is raised."""
+    items = [(i, str(tmp_path)) for i in range(4)]
     got = []
 
     def consume() -> None:
-        for index, result in map_unordered(fails_slowly_or_returns, items, workers=4, threads=1):
-            got.append(result)
-            if index == 0:
-                time.sleep(3.0)
+        for index, _ in map_unordered(fails_after_the_others, items, workers=4, threads=1):
+            got.append(index)
+            if len(got) == 1:
+                _busy_until(tmp_path / "failing")
 
     with pytest.raises(ConfigError, match="item one is refused"):
         consume()
