@@ -232,8 +232,7 @@ def _drive(
             try:
                 running[pool.submit(_in_worker, job)] = job
             except BrokenProcessPool as exc:  # a worker died while we stored a stage
-                running_jobs = sorted([job, *running.values()], key=lambda j: order[j.name])
-                raise worker_died([j.name for j in running_jobs]) from exc
+                raise _stages_died([job, *running.values()], order) from exc
         limit = len(jobs) if failed is None else failed[0]
         waiting = [future for future, job in running.items() if order[job.name] < limit]
         if not waiting:
@@ -260,8 +259,12 @@ def _outcome(
     try:
         return future.result()
     except BrokenProcessPool as exc:
-        lost = sorted([job, *running.values()], key=lambda j: order[j.name])
-        raise worker_died([j.name for j in lost]) from exc
+        raise _stages_died([job, *running.values()], order) from exc
+
+
+def _stages_died(lost: list[StageJob], order: dict[str, int]) -> WorkerDied:
+    """The error for a broken pool, naming the running stages in job order."""
+    return worker_died([job.name for job in sorted(lost, key=lambda j: order[j.name])])
 
 
 def _store_ready(

@@ -1,12 +1,13 @@
 """``metalab lopt evaluate``: a learned optimizer against per-task tuned Adam and SGD-momentum.
 
-Each task is :func:`metalab.lopt.evaluation.evaluate_task` on one thread, the tasks side by
-side in worker processes; torch is imported inside the command body so ``metalab --help``
+Each task is :func:`metalab.lopt.evaluation.evaluate_named_task` (one thread), the tasks
+side by side in worker processes; torch is imported inside the command body so ``metalab --help``
 stays fast.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -20,7 +21,7 @@ from metalab.core.errors import ConfigError
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from metalab.lopt.evaluation import EvaluationReport, TaskResult
+    from metalab.lopt.evaluation import EvaluationReport
     from metalab.lopt.interfaces import OptimizerArch
 
 __all__ = ["evaluate", "resolve_weights"]
@@ -140,7 +141,11 @@ def evaluate(
     names = _parse_baselines(baselines)
     from metalab.core.device import resolve_device
     from metalab.core.parallel import default_workers, map_unordered
-    from metalab.lopt.evaluation import EvaluationReport, plot_speedup_fraction
+    from metalab.lopt.evaluation import (
+        EvaluationReport,
+        evaluate_named_task,
+        plot_speedup_fraction,
+    )
     from metalab.lopt.task_families import task_set
 
     torch_device = resolve_device(device)
@@ -148,11 +153,21 @@ def evaluate(
     tasks = [task.name for task in task_set(task_spec, torch_device)]
     if not tasks:
         raise ConfigError(f"--tasks {task_spec!r} holds no task")
-    options = (arch, theta, task_spec, str(torch_device), steps, names, seed, horizon_factor)
+    evaluate_one = functools.partial(
+        evaluate_named_task,
+        arch,
+        theta,
+        task_spec,
+        steps=steps,
+        device=str(torch_device),
+        baselines=names,
+        seed=seed,
+        horizon_factor=horizon_factor,
+    )
     results = dict(
         map_unordered(
-            _evaluate_named_task,
-            [(name, *options) for name in tasks],
+            evaluate_one,
+            [(name,) for name in tasks],
             workers=workers or default_workers(1, torch_device),
             threads=1,
             labels=[f"task {name}" for name in tasks],
@@ -178,38 +193,6 @@ def evaluate(
         click.echo(
             f"matches or beats tuned {name} on {summary[name]['fraction']:.0%} of "
             f"{len(report.tasks)} tasks (worst speed-up {summary[name]['worst']:.2f}x)"
-        )
-
-
-def _evaluate_named_task(
-    task_name: str,
-    arch: OptimizerArch,
-    theta: Tensor,
-    task_spec: str,
-    device: str,
-    steps: int,
-    baselines: list[str],
-    seed: int,
-    horizon_factor: float,
-) -> TaskResult:
-    """One task on one thread (module level: worker processes run it).
-
-    Tasks hold closures, so a worker rebuilds its task by name.
-    """
-    from metalab.lopt.evaluation import evaluate_task
-    from metalab.lopt.experiments_toy import single_thread
-    from metalab.lopt.task_families import task_set
-
-    task = next(t for t in task_set(task_spec, device) if t.name == task_name)
-    with single_thread():
-        return evaluate_task(
-            arch,
-            theta,
-            task,
-            steps,
-            baselines=baselines,
-            seed=seed,
-            horizon_factor=horizon_factor,
         )
 
 

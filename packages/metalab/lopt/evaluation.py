@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from metalab.core.errors import ConfigError
+from metalab.core.worker_pool import torch_threads
 from metalab.lopt.baselines import make_baseline, with_learning_rates
 from metalab.lopt.interfaces import LossFeatures, OptimizerArch, Task
 from metalab.lopt.speedups import plot_speedup_fraction, speedup
@@ -39,6 +40,7 @@ __all__ = [
     "TrainCurves",
     "TunedBaseline",
     "evaluate",
+    "evaluate_named_task",
     "evaluate_task",
     "plot_speedup_fraction",
     "speedup",
@@ -307,6 +309,28 @@ class EvaluationReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (non-finite numbers become ``None``)."""
         return _json_safe(asdict(self))
+
+
+def evaluate_named_task(
+    arch: OptimizerArch,
+    theta: Tensor,
+    tasks: str,
+    name: str,
+    steps: int,
+    *,
+    device: str,
+    **options: Any,
+) -> TaskResult:
+    """:func:`evaluate_task` on task ``name`` of the task set ``tasks``, on one thread.
+
+    A worker process can run it: tasks hold closures that do not pickle, their names do.
+    ``options`` are :func:`evaluate_task`'s keywords.
+    """
+    from metalab.lopt.task_families import task_set
+
+    task = next(t for t in task_set(tasks, device) if t.name == name)
+    with torch_threads(1):
+        return evaluate_task(arch, theta, task, steps, **options)
 
 
 def _json_safe(value: Any) -> Any:

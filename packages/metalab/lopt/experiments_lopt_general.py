@@ -31,10 +31,9 @@ from metalab.lopt.evaluation import (
     BaselineResult,
     EvaluationReport,
     TaskResult,
-    evaluate_task,
+    evaluate_named_task,
     plot_speedup_fraction,
 )
-from metalab.lopt.experiments_toy import single_thread
 from metalab.lopt.interfaces import OptimizerArch
 
 __all__ = [
@@ -86,21 +85,22 @@ def vs_tuned_baselines(config: RunConfig, run: Run) -> dict[str, float]:
     if p.sgdm_grid:
         grids["sgdm"] = tuple(p.sgdm_grid)
     options = dict(
-        arch=arch,
-        theta=theta,  # read once: every task sees the same weights
-        tasks=p.tasks,
         device=str(config.torch_device),
-        seed=config.seed,
-        steps=p.steps,
         baselines=p.baselines,
         grids=grids,
+        seed=config.seed,
         horizon_factor=p.horizon_factor,
-        eval_every=p.eval_every,
+        eval_every=p.eval_every or None,
     )
     jobs = [
-        StageJob(f"task-{task.name}", _evaluate_stage, (task.name,), options)
+        StageJob(
+            f"task-{task.name}",
+            _evaluate_stage,
+            (arch, theta, p.tasks, task.name, p.steps),
+            options,
+        )
         for task in task_set(p.tasks, config.torch_device)
-    ]
+    ]  # θ read once: every task sees the same weights
     workers = p.workers or default_workers(1, config.torch_device)
     results = [_task_result(r) for r in run_stages(run, jobs, workers=workers, threads=1)]
     report = EvaluationReport(p.steps, p.horizon_factor, results)
@@ -110,41 +110,9 @@ def vs_tuned_baselines(config: RunConfig, run: Run) -> dict[str, float]:
     return _baseline_metrics(report, p.baselines)
 
 
-def _evaluate_stage(
-    task_name: str,
-    *,
-    arch: OptimizerArch,
-    theta: Tensor,
-    tasks: str,
-    device: str,
-    seed: int,
-    steps: int,
-    baselines: list[str],
-    grids: dict[str, tuple[float, ...]],
-    horizon_factor: float,
-    eval_every: int,
-    log: Callable[..., None],
-) -> dict[str, Any]:
-    """One held-out task's stage (module level: a worker process may run it).
-
-    Tasks hold closures that do not pickle, so the worker rebuilds its task by name.
-    """
-    from metalab.lopt.task_families import task_set
-
-    task = next(t for t in task_set(tasks, device) if t.name == task_name)
-    with single_thread():
-        result = evaluate_task(
-            arch,
-            theta,
-            task,
-            steps,
-            baselines=baselines,
-            grids=grids,
-            seed=seed,
-            horizon_factor=horizon_factor,
-            eval_every=eval_every or None,
-        )
-    return asdict(result)
+def _evaluate_stage(*args: Any, log: Callable[..., None], **options: Any) -> dict[str, Any]:
+    """One held-out task's stage: :func:`evaluate_named_task`, stored as JSON."""
+    return asdict(evaluate_named_task(*args, **options))
 
 
 def _task_result(data: dict[str, Any]) -> TaskResult:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ from metalab.core.claims import runner_params
 from metalab.core.config import at_least, bounded, fraction, nonempty, positive
 from metalab.core.errors import ConfigError
 from metalab.core.figures import plot_curves, plot_heatmap
+from metalab.core.worker_pool import torch_threads
 from metalab.lopt.base import GradientEstimator
 from metalab.lopt.registry import make_estimator
 from metalab.lopt.systems import UnrolledSystem
@@ -39,15 +39,9 @@ __all__ = [
 ]
 
 
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
+def single_thread() -> contextlib.AbstractContextManager[None]:
     """Run tiny batched ops on one intra-op thread (extra threads only add sync overhead)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(1)
 
 
 def parse_method(text: str) -> tuple[str, int, str]:

@@ -172,9 +172,7 @@ def many_hyperparams(config: RunConfig, run: Run) -> dict[str, float]:
         metrics[f"{label}.meta_loss"] = float(means[i])
         if p.repeats > 1:
             metrics[f"{label}.meta_loss_se"] = float(runs[:, i].std() / p.repeats**0.5)
-    metrics["random_search.configurations"] = float(
-        max(1, p.outer_steps * 2 * p.pairs * p.truncation // p.horizon)
-    )
+    metrics["random_search.configurations"] = float(_search_count(p))
     metrics["pes_minus_best_other"] = float(means[0] - means[1:].min())
     metrics["pes_best_fraction"] = float(
         (runs[:, 0] < runs[:, 1:].min(dim=1).values).to(runs.dtype).mean()
@@ -246,7 +244,7 @@ def _search_stage(
     log: Callable[..., None],
 ) -> dict[str, Any]:
     """Random search with the inner steps of one ES method: one episode per configuration."""
-    count = max(1, p.outer_steps * 2 * p.pairs * p.truncation // p.horizon)
+    count = _search_count(p)
     candidates = random_box(
         system.tensors, system.layers, count, generator=config.generator("random-search" + suffix)
     ).to(system.device)
@@ -256,3 +254,8 @@ def _search_stage(
     best = candidates[int(scores.argmin())]
     meta = _clipped_meta_loss(config, system, p.loss_clip, best, p.eval_episodes)
     return {"meta": float(meta), "count": count}
+
+
+def _search_count(p: ManyHyperparamsParams) -> int:
+    """Random-search configurations: one episode each in one ES method's inner steps."""
+    return max(1, p.outer_steps * 2 * p.pairs * p.truncation // p.horizon)

@@ -28,7 +28,7 @@ from metalab.core.training import accuracy, train_supervised
 from metalab.nas.data import DigitsSplits, load_digits_splits, seeded_init
 from metalab.nas.network import discrete_network
 from metalab.nas.space import Cell, SearchSpace, make_space
-from metalab.nas.table import TABLE_FORMAT, BenchTable, check_results
+from metalab.nas.table import TABLE_FORMAT, BenchTable, check_results, in_seed_order
 
 __all__ = ["CellResult", "TrainRecipe", "build_table", "merge_tables", "train_cell"]
 
@@ -173,14 +173,8 @@ def _record(table: dict, cell: Cell, seed: int, result: CellResult) -> None:
     entry = table["results"].get(cell.to_string(), {})
     values = {"test_acc": result.test_acc, "val_acc": result.val_acc}
     values["seconds"] = round(result.seconds, 3)
-    order = {str(s): i for i, s in enumerate(table["seeds"])}  # workers finish in any order
     table["results"][cell.to_string()] = {
-        field: dict(
-            sorted(
-                {**entry.get(field, {}), str(seed): value}.items(),
-                key=lambda kv: order.get(kv[0], len(order)),
-            )
-        )
+        field: in_seed_order({**entry.get(field, {}), str(seed): value}, table["seeds"])
         for field, value in values.items()
     }
     table["train_seconds"] += result.seconds

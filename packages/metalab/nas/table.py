@@ -20,18 +20,24 @@ Ranks count every cell of the space (duplicates included, like NAS-Bench-201's 1
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from metalab.core.errors import ConfigError, MetalabError
 from metalab.nas.space import Cell, SearchSpace, make_space
 
-__all__ = ["TABLE_FORMAT", "BenchTable", "check_results", "load_table", "shipped_table_path"]
+__all__ = [
+    "TABLE_FORMAT",
+    "BenchTable",
+    "check_results",
+    "in_seed_order",
+    "load_table",
+    "shipped_table_path",
+]
 
 TABLE_FORMAT = "metalab-nas-bench/1"
 _PICKLE_SUFFIXES = {".pth", ".pt", ".pkl", ".pickle"}
@@ -60,9 +66,16 @@ def check_results(obj: dict[str, Any], source: str) -> dict[str, dict[str, Any]]
     return results
 
 
-def _seed_order(order: dict[str, int]) -> Callable[[tuple[str, Any]], int]:
-    """Sort key: a build's per-seed values in the order of its seeds (workers finish in any)."""
-    return lambda item: order.get(item[0], len(order))
+V = TypeVar("V")
+
+
+def in_seed_order(values: dict[str, V], seeds: Any) -> dict[str, V]:
+    """``{seed: value}`` in the order of a build's ``seeds`` (workers finish in any order).
+
+    Seeds the list does not hold, or a ``seeds`` that is not a list, keep their order last.
+    """
+    order = {str(s): i for i, s in enumerate(seeds)} if isinstance(seeds, list) else {}
+    return dict(sorted(values.items(), key=lambda item: order.get(item[0], len(order))))
 
 
 class BenchTable:
@@ -95,11 +108,9 @@ class BenchTable:
             raise ConfigError(f"{source}: not a ground-truth table (no 'space' field)")
         space = make_space(str(obj["space"]))
         if obj.get("format") == TABLE_FORMAT:
-            seeds = obj.get("seeds")
-            order = {str(s): i for i, s in enumerate(seeds)} if isinstance(seeds, list) else {}
             accs = {
                 cell: [
-                    float(v) for _, v in sorted(entry["test_acc"].items(), key=_seed_order(order))
+                    float(v) for v in in_seed_order(entry["test_acc"], obj.get("seeds")).values()
                 ]
                 for cell, entry in check_results(obj, source).items()
                 if entry.get("test_acc")
