@@ -26,7 +26,9 @@ def test_a_terminated_run_names_its_folder_and_how_to_resume(tmp_path: Path) -> 
     process.send_signal(signal.SIGTERM)  # `timeout` also signals the whole process group
     _, stderr = process.communicate(timeout=60)
     run_dir = next(tmp_path.glob("asgd-vs-last-iterate/*"))
-    assert process.returncode == 128 + signal.SIGTERM, stderr
+    # 143 from the clean exit; a second signal that lands after the clean-up, while Python
+    # shuts down (default handler restored), ends it by SIGTERM itself: a shell shows 143 too
+    assert process.returncode in (128 + signal.SIGTERM, -signal.SIGTERM), stderr
     resume = f"metalab theory run asgd-vs-last-iterate --resume {run_dir}"
     assert stderr.count(resume) == 1, stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
